@@ -1,0 +1,3 @@
+"""Backchannel ingest gateway."""
+
+__version__ = "0.1.0"

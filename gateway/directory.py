@@ -1,0 +1,74 @@
+"""Who is calling: projects by public key, secret keys by hash, token keys by id — cached, because every request asks.
+
+Entries live for `ttl` seconds so a project created or changed by the CLI (another process) is seen soon; unknown keys
+are remembered briefly too, so a flood of bad keys does not become a flood of database reads.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Awaitable, Callable, Generic, TypeVar
+
+from starlette.requests import Request
+
+from gateway.errors import HTTPProblem
+from gateway.store import Project, SecretKey, Store
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Cache(Generic[K, V]):
+    def __init__(self, load: Callable[[K], Awaitable[V | None]], ttl: float, negative_ttl: float,
+                 max_entries: int = 10_000) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max = max_entries
+        self._entries: dict[K, tuple[float, V | None]] = {}
+
+    async def get(self, key: K) -> V | None:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await self._load(key)
+        if len(self._entries) >= self._max:
+            self._entries.clear()  # crude but bounded; a refill costs one read per live key
+        self._entries[key] = (now + (self._ttl if value is not None else self._negative_ttl), value)
+        return value
+
+
+class Directory:
+    def __init__(self, store: Store, ttl: float = 30.0, negative_ttl: float = 5.0) -> None:
+        self._projects = _Cache(store.project_by_public_key, ttl, negative_ttl)
+        self._projects_by_id = _Cache(store.project_by_id, ttl, negative_ttl)
+        self._secrets = _Cache(store.key_by_secret, ttl, negative_ttl)
+        self._kids = _Cache(store.key_by_kid, ttl, negative_ttl)
+
+    async def project(self, public_key: str) -> Project | None:
+        if not public_key.startswith("pk_"):
+            return None
+        return await self._projects.get(public_key)
+
+    async def token_key(self, project: Project, kid: str) -> bytes | None:
+        key = await self._kids.get(kid)
+        if key is None or key.revoked or key.project_id != project.id:
+            return None
+        return key.token_key
+
+    async def server_auth(self, request: Request) -> tuple[Project, str]:
+        """The project and secret key of a server route's `Authorization: Bearer sk_...`, or a 401."""
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise HTTPProblem("unauthorized", "send the project's secret key as `Authorization: Bearer sk_...`",
+                              {"WWW-Authenticate": "Bearer"})
+        if not credential.startswith("sk_"):
+            raise HTTPProblem("unauthorized", "server routes take a secret key (sk_...); public keys never work here",
+                              {"WWW-Authenticate": "Bearer"})
+        key: SecretKey | None = await self._secrets.get(credential)
+        project = await self._projects_by_id.get(key.project_id) if key and not key.revoked else None
+        if project is None:
+            raise HTTPProblem("unauthorized", "unknown or revoked secret key", {"WWW-Authenticate": "Bearer"})
+        return project, credential

@@ -1,0 +1,59 @@
+"""Error codes: one place maps each to its HTTP status and RFC 9457 problem+json body.
+
+Whole-request errors answer with `application/problem+json`; per-event errors appear as `error` in that event's result
+(their status column is None).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.responses import Response
+
+from gateway.schemas import Problem
+
+# code: (HTTP status or None for per-event codes, title)
+ERRORS: dict[str, tuple[int | None, str]] = {
+    # whole request
+    "malformed": (400, "Malformed request body"),
+    "unauthorized": (401, "Missing or unknown key"),
+    "unknown_project": (401, "Unknown project key"),
+    "origin_not_allowed": (403, "Origin not allowed for this project"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "too_large": (413, "Request body too large"),
+    "unsupported_media_type": (415, "Unsupported content type or encoding"),
+    "rate_limited": (429, "Too many events"),
+    "store_unavailable": (503, "Store cannot commit right now"),
+    # one event
+    "invalid_event": (None, "Event does not match its schema"),
+    "unknown_type": (None, "Unknown event type"),
+    "event_too_large": (None, "Event larger than 32 KiB"),
+    "invalid_token": (None, "Feedback token missing, expired, or not for this trace, session or project"),
+    "missing_session": (None, "Event without a token must carry session_id"),
+    "unknown_trace": (None, "No such trace in this project"),
+    "invalid_reason": (None, "Reason is not one of the project's reasons"),
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+class HTTPProblem(Exception):
+    """Raise to answer the whole request with a problem+json body."""
+
+    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        status, _ = ERRORS[code]
+        assert status is not None, f"{code} is a per-event code"
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def problem_type(code: str) -> str:
+    return f"urn:backchannel:problem:{code}"
+
+
+def problem_response(code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    status, title = ERRORS[code]
+    body = Problem(type=problem_type(code), title=title, status=status, detail=detail)
+    return Response(_encoder.encode(body), status_code=status, media_type="application/problem+json", headers=headers)

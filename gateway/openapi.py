@@ -1,0 +1,95 @@
+"""The OpenAPI 3.1 document, generated from the msgspec Structs in `schemas.py`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from gateway import __version__
+from gateway.errors import ERRORS
+from gateway.schemas import Event, EventResults, Problem, ProjectConfig, TraceCreated, TraceIn, TraceOut
+
+
+class EventBatchDoc(msgspec.Struct):
+    """`POST /v1/events` body. Each event is validated on its own: a bad one is rejected, its neighbours go on."""
+
+    project: str
+    events: list[Event]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _problems(*codes: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for code in codes:
+        status, title = ERRORS[code]
+        entry = out.setdefault(str(status), {"description": "", "content": {"application/problem+json": {
+            "schema": _ref("Problem")}}})
+        entry["description"] = "; ".join(filter(None, [entry["description"], f"`{code}`: {title}"]))
+    return out
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    (batch, results, trace_in, created, trace_out, config, problem), components = msgspec.json.schema_components(
+        [EventBatchDoc, EventResults, TraceIn, TraceCreated, TraceOut, ProjectConfig, Problem],
+        ref_template="#/components/schemas/{name}",
+    )
+    secret = [{"secretKey": []}]
+    event_errors = sorted(code for code, (status, _) in ERRORS.items() if status is None)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Backchannel gateway", "version": __version__,
+                 "description": "Per-event error codes: " + ", ".join(f"`{c}`" for c in event_errors)},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"secretKey": {"type": "http", "scheme": "bearer", "description": "sk_... secret key"}},
+        },
+        "paths": {
+            "/v1/events": {"post": {
+                "summary": "Send feedback events from the browser",
+                "parameters": [{"name": "project", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "Public key, so the CORS preflight can be answered per project"}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": batch},
+                                                              "text/plain": {"schema": batch}}},
+                "responses": {"200": {"description": "One result per event, in request order",
+                                      "content": {"application/json": {"schema": results}}},
+                              **_problems("malformed", "unknown_project", "origin_not_allowed", "too_large",
+                                          "unsupported_media_type", "rate_limited", "store_unavailable")},
+            }},
+            "/v1/traces": {"post": {
+                "summary": "Log a generation; returns the feedback token to embed beside it",
+                "security": secret,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": trace_in}}},
+                "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": created}}},
+                              "200": {"description": "Updated", "content": {"application/json": {"schema": created}}},
+                              **_problems("malformed", "unauthorized", "too_large", "unsupported_media_type")},
+            }},
+            "/v1/traces/{trace_id}": {"get": {
+                "summary": "A trace with its event log and current votes",
+                "security": secret,
+                "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The trace",
+                                      "content": {"application/json": {"schema": trace_out}}},
+                              **_problems("unauthorized", "not_found")},
+            }},
+            "/v1/projects/{public_key}/config": {"get": {
+                "summary": "Widget configuration (public)",
+                "parameters": [{"name": "public_key", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "Config", "content": {"application/json": {"schema": config}}},
+                              **_problems("not_found")},
+            }},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness: store and Redis", "responses": {
+                "200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Metrics"}}}},
+        },
+    }

@@ -1,0 +1,34 @@
+"""Operations: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from gateway.openapi import openapi_document
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    checks = {"store": await gateway.store.ping()}
+    if not checks["store"]:
+        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+    status = "ready"
+    if gateway.settings.redis:
+        checks["redis"] = await gateway.limiter.ping()
+        # Without Redis the gateway still serves correctly (fail-open limiter), so it stays in rotation: degraded.
+        status = "ready" if checks["redis"] else "degraded"
+    return JSONResponse({"status": status, "checks": checks})
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(request.app.state.gateway.metrics.render(),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())

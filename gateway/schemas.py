@@ -1,0 +1,181 @@
+"""Wire and storage schemas. These Structs are the only validators; OpenAPI is generated from them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Id = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+ShortText = Annotated[str, Meta(max_length=200)]
+Millis = Annotated[int, Meta(ge=0, le=253402300799999)]
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
+
+DEFAULT_REASONS: tuple[tuple[str, str], ...] = (
+    ("wrong_information", "Wrong information"),
+    ("too_long", "Too long"),
+    ("didnt_follow_instructions", "Didn't follow instructions"),
+    ("offensive_or_unsafe", "Offensive or unsafe"),
+    ("other", "Other"),
+)
+
+MAX_EVENTS_PER_REQUEST = 100
+MAX_EVENT_BYTES = 32 * 1024
+MAX_COMMENT_CHARS = 1000
+
+
+# --- Browser events: a tagged union on "type". Unknown fields are refused, so no text can ride along. ---
+
+class _Event(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    id: uuid.UUID
+    trace_id: Id
+    ts: Millis
+    token: Annotated[str, Meta(max_length=2048)] | None = None
+    session_id: Id | None = None
+    dwell_ms: Annotated[int, Meta(ge=0)] | None = None
+
+
+class Feedback(_Event, tag="feedback"):
+    value: Literal[0, 1]
+    reason: Annotated[str, Meta(max_length=64)] | None = None
+    comment: Annotated[str, Meta(max_length=MAX_COMMENT_CHARS)] | None = None
+
+
+class Shown(_Event, tag="shown"):
+    pass
+
+
+class Copied(_Event, tag="copied"):
+    length: Annotated[int, Meta(ge=0)]
+
+
+class Edited(_Event, tag="edited"):
+    edit_ratio: Fraction
+
+
+class Regenerated(_Event, tag="regenerated"):
+    attempt: Annotated[int, Meta(ge=1, le=10_000)]
+
+
+class Rephrased(_Event, tag="rephrased"):
+    similarity: Fraction
+
+
+class Abandoned(_Event, tag="abandoned"):
+    pass
+
+
+Event = Feedback | Shown | Copied | Edited | Regenerated | Rephrased | Abandoned
+EVENT_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Event.__args__)
+# Type-specific numeric fields kept in the event row's `props`.
+EVENT_PROPS = ("length", "edit_ratio", "attempt", "similarity", "dwell_ms")
+
+
+class EventBatch(Struct, forbid_unknown_fields=True):
+    project: Annotated[str, Meta(max_length=64)]
+    events: list[msgspec.Raw]
+
+
+class EventResult(Struct, omit_defaults=True):
+    id: str
+    status: Literal["accepted", "duplicate", "rejected"]
+    error: str | None = None
+
+
+class EventResults(Struct):
+    results: list[EventResult]
+
+
+# --- Server-side traces ---
+
+class TraceIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    trace_id: Id
+    session_id: Id
+    user_id: ShortText | None = None
+    model: ShortText | None = None
+    template: ShortText | None = None
+    template_version: ShortText | None = None
+    input: Annotated[str, Meta(max_length=1_000_000)] | None = None
+    output: Annotated[str, Meta(max_length=1_000_000)] | None = None
+    metadata: dict[str, Any] | None = None
+    ts: Millis | None = None
+
+
+class TraceCreated(Struct):
+    trace_id: str
+    session_id: str
+    feedback_token: str
+    expires_at: int
+
+
+class Rating(Struct):
+    session_id: str
+    value: int
+    reason: str | None
+    comment: str | None
+    updated_at: int
+
+
+class StoredEvent(Struct, omit_defaults=True):
+    id: str
+    type: str
+    session_id: str
+    ts: int
+    received_at: int
+    value: int | None = None
+    reason: str | None = None
+    comment: str | None = None
+    length: int | None = None
+    edit_ratio: float | None = None
+    attempt: int | None = None
+    similarity: float | None = None
+    dwell_ms: int | None = None
+
+
+class TraceOut(Struct):
+    trace_id: str
+    session_id: str
+    user_id: str | None
+    model: str | None
+    template: str | None
+    template_version: str | None
+    input: str | None
+    output: str | None
+    metadata: dict[str, Any] | None
+    ts: int
+    events: list[StoredEvent]
+    rating: list[Rating]
+    signals: dict[str, int]
+
+
+# --- Projects ---
+
+class Reason(Struct):
+    code: str
+    label: str
+
+
+class Labels(Struct):
+    up: str = "Good response"
+    down: str = "Bad response"
+    reason_prompt: str = "What went wrong?"
+    comment_placeholder: str = "What could I have done better?"
+    submit: str = "Send"
+    thanks: str = "Thanks for your feedback!"
+
+
+class ProjectConfig(Struct):
+    public_key: str
+    require_token: bool
+    delay_ms: int
+    reasons: list[Reason]
+    labels: Labels
+
+
+class Problem(Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str

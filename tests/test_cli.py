@@ -1,0 +1,53 @@
+"""The `backchannel` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+from gateway import tokens
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60,
+                          check=check)
+
+
+def test_project_create_prints_keys_once_and_stores_only_a_hash(tmp_path):
+    db = str(tmp_path / "bc.db")
+    out = json.loads(run("project", "create", "--name", "shop", "--origin", "https://a.example",
+                         "--origin", "https://b.example/", "--db", db).stdout)
+    assert out["public_key"].startswith("pk_") and out["secret_key"].startswith("sk_")
+    assert out["origins"] == ["https://a.example", "https://b.example"] and out["require_token"] is True
+    dump = "\n".join(sqlite3.connect(db).iterdump())
+    assert out["secret_key"] not in dump
+    assert tokens.secret_hash(out["secret_key"]) in dump
+    listed = [json.loads(line) for line in run("project", "list", "--db", db).stdout.splitlines()]
+    assert [p["public_key"] for p in listed] == [out["public_key"]]
+    assert "secret_key" not in listed[0] and out["secret_key"] not in run("project", "list", "--db", db).stdout
+
+
+def test_no_require_token_flag(tmp_path):
+    db = str(tmp_path / "bc.db")
+    out = json.loads(run("project", "create", "--name", "x", "--origin", "*", "--no-require-token", "--db", db).stdout)
+    assert out["require_token"] is False
+
+
+def test_token_command_matches_the_gateway(tmp_path):
+    db = str(tmp_path / "bc.db")
+    out = json.loads(run("project", "create", "--name", "x", "--origin", "*", "--db", db).stdout)
+    token = run("token", "--secret", out["secret_key"], "--trace-id", "t1", "--session-id", "s1", "--ttl", "60",
+                "--db", db).stdout.strip()
+    parsed = tokens.parse(token)
+    claims = tokens.verify(parsed, tokens.token_key(out["secret_key"]), public_key=out["public_key"], trace_id="t1")
+    assert claims.s == "s1"
+    unknown = run("token", "--secret", "sk_nope", "--trace-id", "t", "--session-id", "s", "--db", db, check=False)
+    assert unknown.returncode == 1 and "no project" in unknown.stderr
+
+
+def test_bad_setting_is_a_clear_error_not_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gateway", "project", "list", "--db", str(tmp_path / "x.db")],
+                            capture_output=True, text=True, env={"BACKCHANNEL_PORT": "x", "PATH": ""}, timeout=60)
+    assert result.returncode == 2 and "BACKCHANNEL_PORT" in result.stderr and "Traceback" not in result.stderr
