@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway import tokens
 from gateway.directory import Directory
 from gateway.errors import HTTPProblem, problem_response
 from gateway.metrics import Metrics
@@ -60,8 +61,10 @@ class Gateway:
         self.directory = Directory(self.store)
         self.limiter: Limiter = create_limiter(settings.redis or None,
                                                redis_timeout=settings.redis_timeout_ms / 1000)
+        self.tokens = tokens.Verifier()
         self.ip_salt = settings.ip_salt
-        self._background: set[asyncio.Task] = set()
+        self._to_remember: list[str] = []
+        self._remembering: asyncio.Task | None = None
         for name in ("redis_errors", "fail_open"):
             self.metrics.gauges[f"limiter_{name}_total"] = lambda name=name: self.limiter.stats.get(name, 0)
 
@@ -70,12 +73,16 @@ class Gateway:
         return int(time.time() // 86400)
 
     def remember_later(self, ids: list[str]) -> None:
-        """Tell the limiter's de-dup fast path about committed ids, off the request's critical path."""
-        if not ids:
-            return
-        task = asyncio.create_task(self.limiter.remember(ids))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Tell the limiter's de-dup fast path about committed ids, off the request's critical path, in batches."""
+        self._to_remember.extend(ids)
+        if self._to_remember and (self._remembering is None or self._remembering.done()):
+            self._remembering = asyncio.create_task(self._remember())
+
+    async def _remember(self) -> None:
+        await asyncio.sleep(0)  # let the other requests answered by the same commit add theirs
+        while self._to_remember:
+            ids, self._to_remember = self._to_remember, []
+            await self.limiter.remember(ids)
 
     async def start(self) -> None:
         await self.store.open()
@@ -83,8 +90,8 @@ class Gateway:
             self.ip_salt = await self.store.meta("ip_salt", lambda: secrets.token_hex(16))
 
     async def stop(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._remembering is not None:
+            await asyncio.gather(self._remembering, return_exceptions=True)
         await self.store.close()
         await self.limiter.aclose()
 

@@ -68,9 +68,33 @@ def cmd_project_list(args: argparse.Namespace) -> int:
     conn = sqlite_store.connect(_settings(args).db)
     try:
         for project in sqlite_store.list_projects(conn):
-            print(json.dumps(_project_json(project)))
+            print(json.dumps(_project_json(project, keys=sqlite_store.key_ids(conn, project.id))))
     finally:
         conn.close()
+    return 0
+
+
+def _project_or_exit(conn: Any, public_key: str) -> Project:
+    project = sqlite_store.project_by_public_key(conn, public_key)
+    if project is None:
+        raise SystemExit(f"backchannel: no project has public key {public_key!r}")
+    return project
+
+
+def cmd_project_add_key(args: argparse.Namespace) -> int:
+    with _transaction(_settings(args).db) as conn:
+        project = _project_or_exit(conn, args.project)
+        secret = sqlite_store.add_secret_key(conn, project.id)
+    print(json.dumps({"public_key": project.public_key, "secret_key": secret, "kid": tokens.key_id(secret)}))
+    return 0
+
+
+def cmd_project_revoke_key(args: argparse.Namespace) -> int:
+    with _transaction(_settings(args).db) as conn:
+        project = _project_or_exit(conn, args.project)
+        if not sqlite_store.revoke_secret_key(conn, project.id, args.kid):
+            raise SystemExit(f"backchannel: project {args.project} has no live key {args.kid!r}")
+    print(json.dumps({"public_key": project.public_key, "revoked": args.kid}))
     return 0
 
 
@@ -127,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = project.add_parser("list", help="list projects (never their secret keys)")
     db_option(listing)
     listing.set_defaults(func=cmd_project_list)
+    add_key = project.add_parser("add-key", help="add a secret key (rotation: add, deploy it, then revoke the old)")
+    add_key.add_argument("--project", required=True, help="public key (pk_...)")
+    db_option(add_key)
+    add_key.set_defaults(func=cmd_project_add_key)
+    revoke = project.add_parser("revoke-key", help="revoke a secret key and every token minted with it")
+    revoke.add_argument("--project", required=True, help="public key (pk_...)")
+    revoke.add_argument("--kid", required=True, help="key id, as `project list` shows it")
+    db_option(revoke)
+    revoke.set_defaults(func=cmd_project_revoke_key)
 
     token = sub.add_parser("token", help="mint a feedback token")
     token.add_argument("--secret", required=True, help="the project's secret key (sk_...)")

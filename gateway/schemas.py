@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -28,8 +27,12 @@ MAX_COMMENT_CHARS = 1000
 
 # --- Browser events: a tagged union on "type". Unknown fields are refused, so no text can ride along. ---
 
+# A UUID in its canonical dashed form (any case); lower-cased on the way in, so each UUID is one idempotency key.
+Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+
+
 class _Event(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
-    id: uuid.UUID
+    id: Uuid
     trace_id: Id
     ts: Millis
     token: Annotated[str, Meta(max_length=2048)] | None = None
@@ -69,8 +72,12 @@ class Abandoned(_Event, tag="abandoned"):
 
 Event = Feedback | Shown | Copied | Edited | Regenerated | Rephrased | Abandoned
 EVENT_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Event.__args__)
-# Type-specific numeric fields kept in the event row's `props`.
-EVENT_PROPS = ("length", "edit_ratio", "attempt", "similarity", "dwell_ms")
+# Per event type, the fields kept in the event row's `props` (JSON); feedback's own fields have columns.
+EVENT_PROPS: dict[type, tuple[str, ...]] = {
+    cls: (*(f for f in cls.__struct_fields__ if f not in _Event.__struct_fields__ and f not in Feedback.__struct_fields__),
+          "dwell_ms")
+    for cls in Event.__args__
+}
 
 
 class EventBatch(Struct, forbid_unknown_fields=True):

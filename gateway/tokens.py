@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import time
+from typing import Awaitable, Callable
 import msgspec
 
 PREFIX = "bc1."
@@ -86,12 +87,43 @@ def verify(parsed: Parsed, key: bytes | None, *, public_key: str, trace_id: str,
     """
     if key is None:
         raise InvalidToken("unknown key id")
-    expected = hmac.new(key, parsed.signed.encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, parsed.sig):
+    if not hmac.compare_digest(hmac.digest(key, parsed.signed.encode(), "sha256"), parsed.sig):
         raise InvalidToken("bad signature")
-    claims = parsed.claims
-    if claims.p != public_key or claims.t != trace_id:
-        raise InvalidToken("token minted for another project or trace")
-    if claims.e < (now if now is not None else time.time()):
-        raise InvalidToken("token expired")
-    return claims
+    if not binds(parsed.claims, public_key, trace_id, now if now is not None else time.time()):
+        raise InvalidToken("token minted for another project or trace, or expired")
+    return parsed.claims
+
+
+def binds(claims: Claims, public_key: str, trace_id: str, now: float) -> bool:
+    """Whether genuine claims are for this project and trace, and unexpired at `now`."""
+    return claims.p == public_key and claims.t == trace_id and claims.e >= now
+
+
+class Verifier:
+    """Checks token signatures, each token once, not once per event it rides on.
+
+    A remembered token is still refused once its key is revoked; what it binds (project, trace, expiry) is for the
+    caller to check on every use, with `binds`.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self._verified: dict[str, Claims] = {}
+        self._max = max_entries
+
+    async def signed_claims(self, token: str, key_for: Callable[[str], Awaitable[bytes | None]]) -> Claims:
+        """The claims of a token signed by a live key of the project (`key_for(kid)`), or InvalidToken."""
+        claims = self._verified.get(token)
+        if claims is not None:
+            if await key_for(claims.k) is None:
+                raise InvalidToken("key revoked")
+            return claims
+        parsed = parse(token)
+        key = await key_for(parsed.claims.k)
+        if key is None:
+            raise InvalidToken("unknown key id")
+        if not hmac.compare_digest(hmac.digest(key, parsed.signed.encode(), "sha256"), parsed.sig):
+            raise InvalidToken("bad signature")
+        if len(self._verified) >= self._max:
+            self._verified.clear()
+        self._verified[token] = parsed.claims
+        return parsed.claims

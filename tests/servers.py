@@ -116,3 +116,12 @@ class GatewayProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+# Debian's Chromium where installed (Playwright cannot download its own browser here), else Playwright's own.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def chromium_executable() -> str | None:
+    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None

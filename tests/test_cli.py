@@ -51,3 +51,38 @@ def test_bad_setting_is_a_clear_error_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gateway", "project", "list", "--db", str(tmp_path / "x.db")],
                             capture_output=True, text=True, env={"BACKCHANNEL_PORT": "x", "PATH": ""}, timeout=60)
     assert result.returncode == 2 and "BACKCHANNEL_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_key_rotation_add_then_revoke(tmp_path):
+    from tests.servers import GatewayProcess
+    import httpx
+
+    db = str(tmp_path / "bc.db")
+    out = json.loads(run("project", "create", "--name", "x", "--origin", "*", "--db", db).stdout)
+    old_kid = tokens.key_id(out["secret_key"])
+    new = json.loads(run("project", "add-key", "--project", out["public_key"], "--db", db).stdout)
+    assert new["secret_key"] != out["secret_key"] and new["kid"] == tokens.key_id(new["secret_key"])
+    listed = json.loads(run("project", "list", "--db", db).stdout)
+    assert [k["kid"] for k in listed["keys"]] == [old_kid, new["kid"]]
+    revoked = run("project", "revoke-key", "--project", out["public_key"], "--kid", old_kid, "--db", db)
+    assert json.loads(revoked.stdout)["revoked"] == old_kid
+    again = run("project", "revoke-key", "--project", out["public_key"], "--kid", old_kid, "--db", db, check=False)
+    assert again.returncode == 1 and "no live key" in again.stderr
+
+    gateway = GatewayProcess(db)
+    gateway.start()
+    try:
+        old_auth = {"Authorization": f"Bearer {out['secret_key']}"}
+        new_auth = {"Authorization": f"Bearer {new['secret_key']}"}
+        body = {"trace_id": "t1", "session_id": "s1"}
+        assert httpx.post(gateway.url + "/v1/traces", json=body, headers=old_auth).status_code == 401
+        fresh = httpx.post(gateway.url + "/v1/traces", json=body, headers=new_auth).json()["feedback_token"]
+        stale = run("token", "--secret", out["secret_key"], "--trace-id", "t1", "--session-id", "s1",
+                    "--project", out["public_key"]).stdout.strip()
+        events = [{"id": str(__import__("uuid").uuid4()), "type": "shown", "trace_id": "t1", "ts": 1, "token": t}
+                  for t in (fresh, stale)]
+        results = httpx.post(gateway.url + "/v1/events", json={"project": out["public_key"], "events": events},
+                             headers={"Origin": "https://any.example"}).json()["results"]
+        assert [r.get("error") for r in results] == [None, "invalid_token"]
+    finally:
+        gateway.stop()

@@ -76,12 +76,14 @@ async def test_duplicate_ids_in_one_batch_store_once(harness):
     assert len((await harness.stored())["events"]) == 2
 
 
-async def test_uuid_spellings_are_one_idempotency_key(harness):
+async def test_uuid_case_does_not_make_a_new_idempotency_key(harness):
     token = await harness.trace()
     one = event(token=token)
-    upper = {**one, "id": one["id"].upper().replace("-", "")}
+    upper = {**one, "id": one["id"].upper()}
     assert (await harness.send(one)).json()["results"][0]["status"] == "accepted"
     assert (await harness.send(upper)).json()["results"][0]["status"] == "duplicate"
+    undashed = {**event(token=token), "id": one["id"].replace("-", "")}
+    assert (await harness.send(undashed)).json()["results"][0]["error"] == "invalid_event"
 
 
 async def test_vote_change_keeps_one_current_vote_and_the_history(harness):

@@ -58,3 +58,32 @@ def test_token_of_another_secret_is_refused():
 def test_secret_is_not_recoverable_from_what_is_stored():
     stored = tokens.secret_hash(SECRET) + tokens.token_key(SECRET).hex()
     assert SECRET not in stored and SECRET.encode().hex() not in stored
+
+
+async def test_verifier_checks_each_signature_once_and_still_refuses_revoked_keys():
+    verifier = tokens.Verifier()
+    token, _ = tokens.mint(SECRET, public_key="pk_a", trace_id="t1", session_id="s1", ttl=60)
+    live = {tokens.key_id(SECRET): tokens.token_key(SECRET)}
+    asked = []
+
+    async def key_for(kid):
+        asked.append(kid)
+        return live.get(kid)
+
+    assert (await verifier.signed_claims(token, key_for)).s == "s1"
+    assert (await verifier.signed_claims(token, key_for)).s == "s1"
+    assert asked == [tokens.key_id(SECRET)] * 2  # the key is looked up each time: revocation is never cached away
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    with pytest.raises(tokens.InvalidToken):
+        await verifier.signed_claims(forged, key_for)
+    live.clear()  # the key was revoked: its remembered tokens stop working too
+    with pytest.raises(tokens.InvalidToken):
+        await verifier.signed_claims(token, key_for)
+
+
+def test_binds_checks_project_trace_and_expiry():
+    claims = tokens.Claims(p="pk_a", t="t1", s="s1", e=100, k="kid")
+    assert tokens.binds(claims, "pk_a", "t1", 100)
+    assert not tokens.binds(claims, "pk_b", "t1", 100)
+    assert not tokens.binds(claims, "pk_a", "t2", 100)
+    assert not tokens.binds(claims, "pk_a", "t1", 101)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import time
 import zlib
+from functools import lru_cache, partial
 from typing import Any
 
 import msgspec
@@ -21,7 +23,7 @@ from gateway.schemas import (
 from gateway.scrub import scrub
 from gateway.store import EventRow, Project, StoreUnavailable
 
-ACCEPTED_TYPES = ("application/json", "text/plain")
+ACCEPTED_TYPES = (b"application/json", b"text/plain")
 
 _decode_batch = msgspec.json.Decoder(EventBatch).decode
 _decode_event = msgspec.json.Decoder(Event).decode
@@ -29,21 +31,32 @@ _encode = msgspec.json.Encoder().encode
 _encode_props = msgspec.json.Encoder().encode
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def header_map(request: Request) -> dict[bytes, bytes]:
+    """The request's headers in one dict (ASGI names are lower-case): one pass, not a scan per look-up."""
+    return dict(request.scope["headers"])
+
+
+async def read_body(request: Request, headers: dict[bytes, bytes], limit: int) -> bytes:
     """The request body, decompressed, refused (413) past `limit` bytes — checked while reading, not after."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise HTTPProblem("unsupported_media_type", f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-    declared = request.headers.get("content-length")
+    declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem("too_large", f"body is {declared} bytes; the limit is {limit}")
+        raise HTTPProblem("too_large", f"body is {declared.decode()} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise HTTPProblem("malformed", "the client went away before the body ended")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise HTTPProblem("too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if encoding == "gzip":
         inflater = zlib.decompressobj(wbits=31)
         try:
@@ -70,20 +83,21 @@ def _raw_id(raw: bytes) -> str:
     return str(value.get("id", "")) if isinstance(value, dict) else ""
 
 
-def client_ip(request: Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else "unknown"
+def client_ip(request: Request, headers: dict[bytes, bytes], trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for and (forwarded := headers.get(b"x-forwarded-for")):
+        return forwarded.decode("latin-1").split(",")[0].strip()
+    client = request.scope.get("client")
+    return client[0] if client else "unknown"
 
 
+@lru_cache(maxsize=8192)
 def hash_ip(ip: str, salt: str, day: int) -> str:
     """Salted, day-scoped hash: enough to rate-limit and group, useless to find the person. Raw IPs are never stored."""
     return hashlib.sha256(f"{salt}:{day}:{ip}".encode()).hexdigest()[:16]
 
 
-def cors_headers(request: Request) -> dict[str, str]:
+def cors_headers(origin: str | None) -> dict[str, str]:
     # Every answer (errors too) is readable by the page, so the widget can tell "refused" from "network down".
-    origin = request.headers.get("origin")
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
 
 
@@ -111,26 +125,38 @@ class _Checked:
         self.id, self.row, self.error = id, row, error
 
 
-async def _check_event(gateway: Any, project: Project, raw: bytes, ip_hash: str) -> _Checked:
+def _decode(raw: bytes) -> Event | _Checked:
     if len(raw) > MAX_EVENT_BYTES:
         return _Checked(_raw_id(raw), error="event_too_large")
     try:
-        event = _decode_event(raw)
+        return _decode_event(raw)
     except msgspec.ValidationError as exc:
         return _Checked(_raw_id(raw), error=_event_error(exc))
     except msgspec.DecodeError:
         return _Checked("", error="invalid_event")
-    event_id = str(event.id)
-    if event.token is not None:
+
+
+async def _signed_claims(gateway: Any, project: Project, events: list[Event | _Checked]) -> dict[str, tokens.Claims]:
+    """The claims of each distinct genuine token in the batch (a widget sends one token for many events)."""
+    key_for = partial(gateway.directory.token_key, project)
+    claims = {}
+    for token in {e.token for e in events if not isinstance(e, _Checked) and e.token is not None}:
         try:
-            parsed = tokens.parse(event.token)
-            key = await gateway.directory.token_key(project, parsed.claims.k)
-            claims = tokens.verify(parsed, key, public_key=project.public_key, trace_id=event.trace_id)
+            claims[token] = await gateway.tokens.signed_claims(token, key_for)
         except tokens.InvalidToken:
+            pass
+    return claims
+
+
+def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float) -> _Checked:
+    event_id = event.id.lower()
+    if event.token is not None:
+        token_claims = claims.get(event.token)
+        if token_claims is None or not tokens.binds(token_claims, project.public_key, event.trace_id, now):
             return _Checked(event_id, error="invalid_token")
-        if event.session_id is not None and event.session_id != claims.s:
+        if event.session_id is not None and event.session_id != token_claims.s:
             return _Checked(event_id, error="invalid_token")
-        session_id = claims.s
+        session_id = token_claims.s
     elif project.require_token:
         return _Checked(event_id, error="invalid_token")
     elif event.session_id is None:
@@ -138,13 +164,13 @@ async def _check_event(gateway: Any, project: Project, raw: bytes, ip_hash: str)
     else:
         session_id = event.session_id
     value = reason = comment = None
-    if isinstance(event, Feedback):
-        if event.reason is not None and event.reason not in {r.code for r in project.reasons}:
+    if type(event) is Feedback:
+        if event.reason is not None and event.reason not in project.reason_codes:
             return _Checked(event_id, error="invalid_reason")
         value, reason = event.value, event.reason
         comment = scrub(event.comment) if event.comment else None
-    props = {name: getattr(event, name) for name in EVENT_PROPS if getattr(event, name, None) is not None}
-    row = EventRow(id=event_id, trace_id=event.trace_id, session_id=session_id, type=type(event).__struct_config__.tag,
+    props = {name: prop for name in EVENT_PROPS[type(event)] if (prop := getattr(event, name)) is not None}
+    row = EventRow(id=event_id, trace_id=event.trace_id, session_id=session_id, type=event.__struct_config__.tag,
                    value=value, reason=reason, comment=comment, props=_encode_props(props).decode() if props else None,
                    ts=event.ts, ip_hash=ip_hash)
     return _Checked(event_id, row=row)
@@ -152,20 +178,23 @@ async def _check_event(gateway: Any, project: Project, raw: bytes, ip_hash: str)
 
 async def post_events(request: Request) -> Response:
     gateway = request.app.state.gateway
-    cors = cors_headers(request)
+    headers = header_map(request)
+    origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
+    cors = cors_headers(origin)
     try:
-        return await _post_events(request, gateway, cors)
+        return await _post_events(request, headers, origin, gateway, cors)
     except HTTPProblem as problem:
         gateway.metrics.requests_failed[problem.code] += 1
         raise HTTPProblem(problem.code, problem.detail, {**problem.headers, **cors}) from None
 
 
-async def _post_events(request: Request, gateway: Any, cors: dict[str, str]) -> Response:
+async def _post_events(request: Request, headers: dict[bytes, bytes], origin: str | None, gateway: Any,
+                       cors: dict[str, str]) -> Response:
     settings = gateway.settings
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if media_type not in ACCEPTED_TYPES:
         raise HTTPProblem("unsupported_media_type", "send application/json or text/plain (sendBeacon) JSON")
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, headers, settings.max_body_bytes)
     try:
         batch = _decode_batch(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -175,15 +204,17 @@ async def _post_events(request: Request, gateway: Any, cors: dict[str, str]) -> 
     project = await gateway.directory.project(batch.project)
     if project is None:
         raise HTTPProblem("unknown_project", "no project has this public key")
-    origin = request.headers.get("origin")
     if not project.allows_origin(origin):
         raise HTTPProblem("origin_not_allowed", f"origin {origin!r} is not allowed for this project")
     if len(batch.events) > MAX_EVENTS_PER_REQUEST:
         raise HTTPProblem("too_large", f"{len(batch.events)} events; at most {MAX_EVENTS_PER_REQUEST} per request")
 
-    ip = client_ip(request, settings.trust_forwarded_for)
+    ip = client_ip(request, headers, settings.trust_forwarded_for)
     ip_hash = hash_ip(ip, gateway.ip_salt, gateway.today())
-    checked = [await _check_event(gateway, project, raw, ip_hash) for raw in batch.events]
+    events = [_decode(raw) for raw in batch.events]
+    claims = await _signed_claims(gateway, project, events)
+    now = time.time()
+    checked = [e if isinstance(e, _Checked) else _check(e, project, claims, ip_hash, now) for e in events]
 
     # Rate limits: per session (its valid events), per client IP and per project (every event, valid or not).
     sessions: dict[str, int] = {}

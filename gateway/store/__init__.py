@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import msgspec
 from typing import Any, Protocol, Sequence
 
 from gateway.schemas import Reason, TraceIn, TraceOut
@@ -23,6 +25,10 @@ class Project:
     delay_ms: int
     created_at: int
 
+    @property
+    def reason_codes(self) -> frozenset[str]:
+        return frozenset(r.code for r in self.reasons)
+
     def allows_origin(self, origin: str | None) -> bool:
         return "*" in self.origins or (origin is not None and origin.rstrip("/") in self.origins)
 
@@ -35,8 +41,7 @@ class SecretKey:
     revoked: bool
 
 
-@dataclass(frozen=True)
-class EventRow:
+class EventRow(msgspec.Struct):
     """One validated event, ready to insert."""
 
     id: str

@@ -109,6 +109,8 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise ValueError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the random-UUID unique index stays in memory
+    conn.execute("PRAGMA temp_store = MEMORY")
     conn.executescript(SCHEMA)
     return conn
 
@@ -141,8 +143,24 @@ def add_secret_key(conn: sqlite3.Connection, project_id: int) -> str:
     return secret
 
 
+def revoke_secret_key(conn: sqlite3.Connection, project_id: int, kid: str) -> bool:
+    """Revoke one key; its tokens and its bearer use stop working. False if the project has no such live key."""
+    return conn.execute("UPDATE secret_keys SET revoked_at = ? WHERE project_id = ? AND kid = ? AND revoked_at IS NULL",
+                        (now_ms(), project_id, kid)).rowcount == 1
+
+
 def list_projects(conn: sqlite3.Connection) -> list[Project]:
     return [_project(row) for row in conn.execute(_PROJECT_SELECT + " ORDER BY id")]
+
+
+def project_by_public_key(conn: sqlite3.Connection, public_key: str) -> Project | None:
+    row = conn.execute(_PROJECT_SELECT + " WHERE public_key = ?", (public_key,)).fetchone()
+    return _project(row) if row else None
+
+
+def key_ids(conn: sqlite3.Connection, project_id: int) -> list[dict[str, Any]]:
+    return [{"kid": kid, "created_at": created, "revoked_at": revoked} for kid, created, revoked in conn.execute(
+        "SELECT kid, created_at, revoked_at FROM secret_keys WHERE project_id = ? ORDER BY created_at", (project_id,))]
 
 
 def _upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> bool:
@@ -164,44 +182,78 @@ def _upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> 
     return existed is None
 
 
-def _insert_events(conn: sqlite3.Connection, project_id: int, rows: Sequence[EventRow]) -> list[str]:
-    """Per row: "accepted", "duplicate" or "unknown_trace". Duplicate ids (in this batch or ever) are stored once."""
+# Rows travel into SQLite as ONE JSON array per statement, unpacked by json_each in C: the writer thread then holds
+# the GIL for a handful of statements per commit, not for every row (it competes with the event loop for it).
+_encode_rows = msgspec.json.Encoder().encode
+
+
+def _col(n: int) -> str:
+    return f"json_extract(j.value, '$[{n}]')"
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (project_id, id, trace_id, session_id, type, value, reason, comment, props, ts, received_at,"
+    f" ip_hash) SELECT {', '.join(_col(n) for n in range(12))} FROM json_each(?) AS j")
+# Newest vote wins by client time, so a late retry of an older click cannot undo a newer one.
+_UPSERT_VOTES = (
+    "INSERT INTO votes (project_id, trace_id, session_id, value, reason, comment, ts, updated_at)"
+    f" SELECT {', '.join(_col(n) for n in range(8))} FROM json_each(?) AS j WHERE true"
+    " ON CONFLICT (project_id, trace_id, session_id) DO UPDATE SET value = excluded.value, reason = excluded.reason,"
+    " comment = excluded.comment, ts = excluded.ts, updated_at = excluded.updated_at WHERE excluded.ts >= votes.ts")
+_INSERT_SIGNALS = (
+    "INSERT INTO signals (project_id, trace_id, session_id, type, ts)"
+    f" SELECT {', '.join(_col(n) for n in range(5))} FROM json_each(?) AS j WHERE true ON CONFLICT DO NOTHING")
+
+
+def _present(conn: sqlite3.Connection, table: str, column: str, project_id: int, values: set[str]) -> set[str]:
+    """Which of `values` the project's `table` has in `column`."""
+    return {row[0] for row in conn.execute(
+        f"SELECT {column} FROM {table} WHERE project_id = ? AND {column} IN (SELECT value FROM json_each(?))",
+        (project_id, _encode_rows(sorted(values))))}
+
+
+def _insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow]]],
+                          known_traces: set[tuple[int, str]]) -> list[list[str]]:
+    """Insert many requests' events at once; per request, per row: "accepted", "duplicate" or "unknown_trace".
+
+    Runs inside the writer's IMMEDIATE transaction, so no other process writes between the look-ups and the inserts:
+    an id already stored (or earlier in this commit) is a duplicate and is not inserted again.
+    """
     received = now_ms()
-    known_traces: dict[str, bool] = {}
-    outcomes = []
-    for row in rows:
-        if row.trace_id not in known_traces:
-            known_traces[row.trace_id] = conn.execute(
-                "SELECT 1 FROM traces WHERE project_id = ? AND trace_id = ?", (project_id, row.trace_id)
-            ).fetchone() is not None
-        if not known_traces[row.trace_id]:
-            outcomes.append("unknown_trace")
-            continue
-        inserted = conn.execute(
-            "INSERT INTO events (project_id, id, trace_id, session_id, type, value, reason, comment, props, ts,"
-            " received_at, ip_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (project_id, row.id, row.trace_id, row.session_id, row.type, row.value, row.reason, row.comment,
-             row.props, row.ts, received, row.ip_hash),
-        ).rowcount
-        if not inserted:
-            outcomes.append("duplicate")
-            continue
-        outcomes.append("accepted")
-        if row.type == "feedback":
-            # Newest vote wins by client time, so a late retry of an older click cannot undo a newer one.
-            conn.execute(
-                "INSERT INTO votes (project_id, trace_id, session_id, value, reason, comment, ts, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, trace_id, session_id) DO UPDATE SET"
-                " value = excluded.value, reason = excluded.reason, comment = excluded.comment, ts = excluded.ts,"
-                " updated_at = excluded.updated_at WHERE excluded.ts >= votes.ts",
-                (project_id, row.trace_id, row.session_id, row.value, row.reason, row.comment, row.ts, received),
-            )
-        else:
-            conn.execute(
-                "INSERT INTO signals (project_id, trace_id, session_id, type, ts) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (project_id, row.trace_id, row.session_id, row.type, row.ts),
-            )
+    by_project: dict[int, tuple[set[str], set[str]]] = {}
+    for project_id, rows in batches:
+        traces, ids = by_project.setdefault(project_id, (set(), set()))
+        traces.update(row.trace_id for row in rows if (project_id, row.trace_id) not in known_traces)
+        ids.update(row.id for row in rows)
+    stored: set[tuple[int, str]] = set()
+    for project_id, (traces, ids) in by_project.items():
+        if traces:
+            known_traces.update((project_id, t) for t in _present(conn, "traces", "trace_id", project_id, traces))
+        stored.update((project_id, i) for i in _present(conn, "events", "id", project_id, ids))
+
+    events, votes, signals, outcomes = [], [], [], []
+    for project_id, rows in batches:
+        outcome = []
+        for row in rows:
+            if (project_id, row.trace_id) not in known_traces:
+                outcome.append("unknown_trace")
+                continue
+            if (project_id, row.id) in stored:
+                outcome.append("duplicate")
+                continue
+            stored.add((project_id, row.id))
+            outcome.append("accepted")
+            events.append((project_id, row.id, row.trace_id, row.session_id, row.type, row.value, row.reason,
+                           row.comment, row.props, row.ts, received, row.ip_hash))
+            if row.type == "feedback":
+                votes.append((project_id, row.trace_id, row.session_id, row.value, row.reason, row.comment, row.ts,
+                              received))
+            else:
+                signals.append((project_id, row.trace_id, row.session_id, row.type, row.ts))
+        outcomes.append(outcome)
+    for sql, rows in ((_INSERT_EVENTS, events), (_UPSERT_VOTES, votes), (_INSERT_SIGNALS, signals)):
+        if rows:
+            conn.execute(sql, (_encode_rows(rows),))
     return outcomes
 
 
@@ -226,16 +278,18 @@ class _Job:
     args: tuple[Any, ...]
     weight: int
     future: asyncio.Future = field(repr=False)
+    bulk: bool = False  # jobs of one bulk `fn` in a commit are run as ONE call: fn(conn, [args, ...]) -> [result, ...]
 
 
 class _Writer:
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int, max_batch: int,
-                 observe: Callable[[int, float], None]) -> None:
+                 observe: Callable[[int, float], None], on_rollback: Callable[[], None]) -> None:
         self._path = path
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
         self._observe = observe
+        self._on_rollback = on_rollback
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="backchannel-writer")
         self._pending: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
@@ -251,11 +305,11 @@ class _Writer:
         )
         self._task = asyncio.create_task(self._run(), name="backchannel-writer")
 
-    async def submit(self, fn: Callable[..., Any], *args: Any, weight: int = 1) -> Any:
+    async def submit(self, fn: Callable[..., Any], *args: Any, weight: int = 1, bulk: bool = False) -> Any:
         if self._closing:
             raise StoreUnavailable("the store is shutting down")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(fn, args, weight, future))
+        self._pending.append(_Job(fn, args, weight, future, bulk))
         self._wakeup.set()
         return await future
 
@@ -293,19 +347,28 @@ class _Writer:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results: list[Any] = []
-            for job in batch:
+            results: list[Any] = [None] * len(batch)
+            bulk: dict[Callable[..., Any], list[int]] = {}
+            for i, job in enumerate(batch):
+                if job.bulk:
+                    bulk.setdefault(job.fn, []).append(i)
+                    continue
                 conn.execute("SAVEPOINT job")
                 try:
-                    results.append(job.fn(conn, *job.args))
+                    results[i] = job.fn(conn, *job.args)
                 except (sqlite3.IntegrityError, ValueError) as exc:  # this job's own fault; its neighbours go on
                     conn.execute("ROLLBACK TO job")
-                    results.append(exc)
+                    results[i] = exc
                 conn.execute("RELEASE job")
+            # After the single jobs, so an event sees a trace logged in the same commit.
+            for fn, indexes in bulk.items():
+                for i, result in zip(indexes, fn(conn, [batch[i].args for i in indexes])):
+                    results[i] = result
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._on_rollback()
             raise
         return results
 
@@ -329,9 +392,18 @@ class SQLiteStore:
                  on_commit: Callable[[int, float], None] = lambda size, seconds: None) -> None:
         """`on_commit(events, seconds)` is called after each commit (for /metrics)."""
         self.path = path
+        # (project_id, trace_id) pairs known to exist; traces are never deleted. Touched only on the writer thread,
+        # and forgotten on a rollback (which may have undone a trace this cache saw in the failed transaction).
+        self._known_traces: set[tuple[int, str]] = set()
         self._writer = _Writer(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, max_batch=max_batch,
-                               observe=on_commit)
+                               observe=on_commit, on_rollback=self._known_traces.clear)
         self._reader: aiosqlite.Connection | None = None
+
+    def _insert_events(self, conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow]]]
+                       ) -> list[list[str]]:
+        if len(self._known_traces) > 200_000:
+            self._known_traces.clear()
+        return _insert_event_batches(conn, batches, self._known_traces)
 
     async def open(self) -> None:
         await self._writer.start()  # creates the schema before the reader looks
@@ -382,7 +454,7 @@ class SQLiteStore:
         return await self._writer.submit(_upsert_trace, project_id, trace)
 
     async def write_events(self, project_id: int, rows: Sequence[EventRow]) -> list[str]:
-        return await self._writer.submit(_insert_events, project_id, rows, weight=max(1, len(rows)))
+        return await self._writer.submit(self._insert_events, project_id, rows, weight=max(1, len(rows)), bulk=True)
 
     async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None:
         row = await self._one(
