@@ -12,6 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.cli import tune_gc
 from gateway.settings import Settings
 from gateway.store import sqlite as sqlite_store
 
@@ -64,6 +65,8 @@ def run_demo(args: argparse.Namespace) -> int:
     demo = _Server(uvicorn.Config(
         create_demo_app(gateway_url=gateway_url, public_key=public_key, secret_key=secret_key),
         host=args.host, port=args.demo_port, log_level="warning", access_log=False, server_header=False))
+
+    tune_gc()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -260,6 +260,7 @@ async def test_flood_is_answered_429_with_retry_after_and_stores_nothing_more(tm
         flood = await harness.send(event(token=token))
         assert flood.status_code == 429
         assert int(flood.headers["retry-after"]) >= 1
+        assert flood.headers["access-control-expose-headers"] == "Retry-After"  # readable cross-origin
         assert problem(flood)["type"].endswith("rate_limited")
         assert count_events(harness.db) == 100
         # Another session of the same project is not starved by the first one.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import time
@@ -98,7 +97,9 @@ def hash_ip(ip: str, salt: str, day: int) -> str:
 
 def cors_headers(origin: str | None) -> dict[str, str]:
     # Every answer (errors too) is readable by the page, so the widget can tell "refused" from "network down".
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+    # Retry-After must be exposed, or a cross-origin widget cannot honour it on a 429 or 503.
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After",
+            "Vary": "Origin"} if origin else {}
 
 
 async def preflight(request: Request) -> Response:
