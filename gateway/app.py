@@ -87,7 +87,7 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         if not self.ip_salt:
-            self.ip_salt = await self.store.meta("ip_salt", lambda: secrets.token_hex(16))
+            self.ip_salt = await self.store.meta("ip_salt", secrets.token_hex(16))
 
     async def stop(self) -> None:
         if self._remembering is not None:

@@ -15,7 +15,7 @@ import uvicorn
 from gateway import tokens
 from gateway.settings import Settings
 from gateway.store import Project
-from gateway.store import sqlite as sqlite_store
+from gateway.store import tables
 
 
 def _project_json(project: Project, **extra: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def _project_json(project: Project, **extra: Any) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _transaction(db: str) -> Iterator[Any]:
-    conn = sqlite_store.connect(db)
+    conn = tables.connect(db)
     try:
         conn.execute("BEGIN IMMEDIATE")
         yield conn
@@ -65,24 +65,24 @@ def tune_gc() -> None:
 def cmd_project_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _transaction(settings.db) as conn:
-        project, secret = sqlite_store.create_project(conn, name=args.name, origins=args.origin,
+        project, secret = tables.create_project(conn, name=args.name, origins=args.origin,
                                                       require_token=not args.no_require_token)
     print(json.dumps(_project_json(project, secret_key=secret)))
     return 0
 
 
 def cmd_project_list(args: argparse.Namespace) -> int:
-    conn = sqlite_store.connect(_settings(args).db)
+    conn = tables.connect(_settings(args).db)
     try:
-        for project in sqlite_store.list_projects(conn):
-            print(json.dumps(_project_json(project, keys=sqlite_store.key_ids(conn, project.id))))
+        for project in tables.list_projects(conn):
+            print(json.dumps(_project_json(project, keys=tables.key_ids(conn, project.id))))
     finally:
         conn.close()
     return 0
 
 
 def _project_or_exit(conn: Any, public_key: str) -> Project:
-    project = sqlite_store.project_by_public_key(conn, public_key)
+    project = tables.project_by_public_key(conn, public_key)
     if project is None:
         raise SystemExit(f"backchannel: no project has public key {public_key!r}")
     return project
@@ -91,7 +91,7 @@ def _project_or_exit(conn: Any, public_key: str) -> Project:
 def cmd_project_add_key(args: argparse.Namespace) -> int:
     with _transaction(_settings(args).db) as conn:
         project = _project_or_exit(conn, args.project)
-        secret = sqlite_store.add_secret_key(conn, project.id)
+        secret = tables.add_secret_key(conn, project.id)
     print(json.dumps({"public_key": project.public_key, "secret_key": secret, "kid": tokens.key_id(secret)}))
     return 0
 
@@ -99,7 +99,7 @@ def cmd_project_add_key(args: argparse.Namespace) -> int:
 def cmd_project_revoke_key(args: argparse.Namespace) -> int:
     with _transaction(_settings(args).db) as conn:
         project = _project_or_exit(conn, args.project)
-        if not sqlite_store.revoke_secret_key(conn, project.id, args.kid):
+        if not tables.revoke_secret_key(conn, project.id, args.kid):
             raise SystemExit(f"backchannel: project {args.project} has no live key {args.kid!r}")
     print(json.dumps({"public_key": project.public_key, "revoked": args.kid}))
     return 0
@@ -109,7 +109,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     public_key = args.project
     if public_key is None:
-        conn = sqlite_store.connect(settings.db)
+        conn = tables.connect(settings.db)
         try:
             row = conn.execute("SELECT p.public_key FROM secret_keys k JOIN projects p ON p.id = k.project_id"
                                " WHERE k.secret_hash = ?", (tokens.secret_hash(args.secret),)).fetchone()

@@ -14,7 +14,7 @@ import uvicorn
 
 from gateway.cli import tune_gc
 from gateway.settings import Settings
-from gateway.store import sqlite as sqlite_store
+from gateway.store import tables
 
 log = logging.getLogger("backchannel.demo")
 
@@ -34,14 +34,14 @@ class _Server(uvicorn.Server):
 def seed_project(db: str, origins: list[str]) -> tuple[str, str]:
     """The demo project's keys: created once, then read back from a key file beside the database (mode 0600)."""
     key_file = Path(db + ".demo-keys.json")
-    conn = sqlite_store.connect(db)
+    conn = tables.connect(db)
     try:
         if key_file.exists():
             keys = json.loads(key_file.read_text())
             if conn.execute("SELECT 1 FROM projects WHERE public_key = ?", (keys["public_key"],)).fetchone():
                 return keys["public_key"], keys["secret_key"]
         conn.execute("BEGIN IMMEDIATE")
-        project, secret = sqlite_store.create_project(conn, name="demo", origins=origins)
+        project, secret = tables.create_project(conn, name="demo", origins=origins)
         conn.execute("COMMIT")
     finally:
         conn.close()

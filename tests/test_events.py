@@ -312,3 +312,25 @@ async def test_metrics_count_outcomes(harness):
     assert 'backchannel_events_total{status="duplicate"} 1' in text
     assert 'backchannel_events_rejected_total{error="unknown_type"} 1' in text
     assert "backchannel_commit_batch_events_count" in text
+
+
+async def test_writer_process_killed_answers_503_then_the_gateway_recovers(harness):
+    import asyncio
+    import os
+    import signal
+
+    token = await harness.trace()
+    old_pid = harness.gateway.store.writer_pid
+    os.kill(old_pid, signal.SIGKILL)
+    first = await harness.send(event(token=token))
+    assert first.status_code in (200, 503)  # 503 if it noticed the writer was gone, else the new one answered
+    if first.status_code == 503:
+        assert first.headers["retry-after"] == "1"
+    for _ in range(100):  # the gateway starts a new writer by itself
+        retried = await harness.send(event(token=token))
+        if retried.status_code == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert retried.json()["results"][0]["status"] == "accepted"
+    assert harness.gateway.store.writer_pid != old_pid
+    assert (await harness.client.get("/readyz")).status_code == 200

@@ -1,0 +1,252 @@
+"""The SQLite schema and the synchronous statements on it, shared by the writer process and the CLI."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from typing import Any, Sequence
+
+import msgspec
+
+from gateway import tokens
+from gateway.schemas import DEFAULT_REASONS, Reason, TraceIn
+from gateway.store import EventRow, Project
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY,
+    public_key TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    origins TEXT NOT NULL,
+    require_token INTEGER NOT NULL,
+    reasons TEXT NOT NULL,
+    delay_ms INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secret_keys (
+    kid TEXT PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects (id),
+    secret_hash TEXT NOT NULL UNIQUE,
+    token_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS traces (
+    project_id INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    user_id TEXT, model TEXT, template TEXT, template_version TEXT,
+    input TEXT, output TEXT, metadata TEXT,
+    ts INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (project_id, trace_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    value INTEGER, reason TEXT, comment TEXT, props TEXT,
+    ts INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    ip_hash TEXT NOT NULL,
+    UNIQUE (project_id, id)
+);
+CREATE INDEX IF NOT EXISTS events_by_trace ON events (project_id, trace_id);
+-- The current explicit vote per (trace, session); the event log keeps the history.
+CREATE TABLE IF NOT EXISTS votes (
+    project_id INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    value INTEGER NOT NULL, reason TEXT, comment TEXT,
+    ts INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (project_id, trace_id, session_id)
+);
+-- The first implicit signal of each kind per (trace, session): repeats count once in rates.
+CREATE TABLE IF NOT EXISTS signals (
+    project_id INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (project_id, trace_id, session_id, type)
+) WITHOUT ROWID;
+"""
+
+_reasons_encoder = msgspec.json.Encoder()
+_decode_reasons = msgspec.json.Decoder(list[Reason]).decode
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), with the schema in place."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+        raise ValueError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the random-UUID unique index stays in memory
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+# --- Write jobs: plain functions of a connection, run inside the writer's transaction (or the CLI's). ---
+
+def create_project(conn: sqlite3.Connection, *, name: str, origins: Sequence[str], require_token: bool = True,
+                   reasons: Sequence[Reason] | None = None, delay_ms: int = 2000) -> tuple[Project, str]:
+    """Create a project with one secret key; returns the project and the secret key (shown once, stored hashed)."""
+    public_key = "pk_" + secrets.token_urlsafe(16)
+    reasons = tuple(reasons or (Reason(code, label) for code, label in DEFAULT_REASONS))
+    origins = tuple(o.rstrip("/") for o in origins)
+    created = now_ms()
+    cur = conn.execute(
+        "INSERT INTO projects (public_key, name, origins, require_token, reasons, delay_ms, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (public_key, name, json.dumps(origins), int(require_token), _reasons_encoder.encode(list(reasons)).decode(),
+         delay_ms, created),
+    )
+    project = Project(cur.lastrowid, public_key, name, origins, require_token, reasons, delay_ms, created)
+    return project, add_secret_key(conn, project.id)
+
+
+def add_secret_key(conn: sqlite3.Connection, project_id: int) -> str:
+    secret = "sk_" + secrets.token_urlsafe(32)
+    conn.execute(
+        "INSERT INTO secret_keys (kid, project_id, secret_hash, token_key, created_at) VALUES (?, ?, ?, ?, ?)",
+        (tokens.key_id(secret), project_id, tokens.secret_hash(secret), tokens.token_key(secret), now_ms()),
+    )
+    return secret
+
+
+def revoke_secret_key(conn: sqlite3.Connection, project_id: int, kid: str) -> bool:
+    """Revoke one key; its tokens and its bearer use stop working. False if the project has no such live key."""
+    return conn.execute("UPDATE secret_keys SET revoked_at = ? WHERE project_id = ? AND kid = ? AND revoked_at IS NULL",
+                        (now_ms(), project_id, kid)).rowcount == 1
+
+
+def list_projects(conn: sqlite3.Connection) -> list[Project]:
+    return [project_from_row(row) for row in conn.execute(PROJECT_SELECT + " ORDER BY id")]
+
+
+def project_by_public_key(conn: sqlite3.Connection, public_key: str) -> Project | None:
+    row = conn.execute(PROJECT_SELECT + " WHERE public_key = ?", (public_key,)).fetchone()
+    return project_from_row(row) if row else None
+
+
+def key_ids(conn: sqlite3.Connection, project_id: int) -> list[dict[str, Any]]:
+    return [{"kid": kid, "created_at": created, "revoked_at": revoked} for kid, created, revoked in conn.execute(
+        "SELECT kid, created_at, revoked_at FROM secret_keys WHERE project_id = ? ORDER BY created_at", (project_id,))]
+
+
+def upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> bool:
+    now = now_ms()
+    metadata = json.dumps(trace.metadata) if trace.metadata is not None else None
+    existed = conn.execute("SELECT 1 FROM traces WHERE project_id = ? AND trace_id = ?",
+                           (project_id, trace.trace_id)).fetchone()
+    conn.execute(
+        "INSERT INTO traces (project_id, trace_id, session_id, user_id, model, template, template_version, input,"
+        " output, metadata, ts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (project_id, trace_id) DO UPDATE SET session_id = excluded.session_id,"
+        " user_id = excluded.user_id, model = excluded.model, template = excluded.template,"
+        " template_version = excluded.template_version, input = excluded.input, output = excluded.output,"
+        " metadata = excluded.metadata, ts = excluded.ts, updated_at = excluded.updated_at",
+        (project_id, trace.trace_id, trace.session_id, trace.user_id, trace.model, trace.template,
+         trace.template_version, trace.input, trace.output, metadata, trace.ts if trace.ts is not None else now, now,
+         now),
+    )
+    return existed is None
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (project_id, id, trace_id, session_id, type, value, reason, comment, props, ts, received_at,"
+    " ip_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# Newest vote wins by client time, so a late retry of an older click cannot undo a newer one.
+_UPSERT_VOTES = (
+    "INSERT INTO votes (project_id, trace_id, session_id, value, reason, comment, ts, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, trace_id, session_id) DO UPDATE SET"
+    " value = excluded.value, reason = excluded.reason, comment = excluded.comment, ts = excluded.ts,"
+    " updated_at = excluded.updated_at WHERE excluded.ts >= votes.ts")
+_INSERT_SIGNALS = (
+    "INSERT INTO signals (project_id, trace_id, session_id, type, ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+
+
+def _present(conn: sqlite3.Connection, table: str, column: str, project_id: int, values: set[str]) -> set[str]:
+    """Which of `values` the project's `table` has in `column`."""
+    return {row[0] for row in conn.execute(
+        f"SELECT {column} FROM {table} WHERE project_id = ? AND {column} IN (SELECT value FROM json_each(?))",
+        (project_id, _encode_json(sorted(values))))}
+
+
+def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow]]],
+                          known_traces: set[tuple[int, str]]) -> list[list[str]]:
+    """Insert many requests' events at once; per request, per row: "accepted", "duplicate" or "unknown_trace".
+
+    Runs inside the writer's IMMEDIATE transaction, so no other process writes between the look-ups and the inserts:
+    an id already stored (or earlier in this commit) is a duplicate and is not inserted again.
+    """
+    received = now_ms()
+    by_project: dict[int, tuple[set[str], set[str]]] = {}
+    for project_id, rows in batches:
+        traces, ids = by_project.setdefault(project_id, (set(), set()))
+        traces.update(row.trace_id for row in rows if (project_id, row.trace_id) not in known_traces)
+        ids.update(row.id for row in rows)
+    stored: set[tuple[int, str]] = set()
+    for project_id, (traces, ids) in by_project.items():
+        if traces:
+            known_traces.update((project_id, t) for t in _present(conn, "traces", "trace_id", project_id, traces))
+        stored.update((project_id, i) for i in _present(conn, "events", "id", project_id, ids))
+
+    events, votes, signals, outcomes = [], [], [], []
+    for project_id, rows in batches:
+        outcome = []
+        for row in rows:
+            if (project_id, row.trace_id) not in known_traces:
+                outcome.append("unknown_trace")
+                continue
+            if (project_id, row.id) in stored:
+                outcome.append("duplicate")
+                continue
+            stored.add((project_id, row.id))
+            outcome.append("accepted")
+            events.append((project_id, row.id, row.trace_id, row.session_id, row.type, row.value, row.reason,
+                           row.comment, row.props, row.ts, received, row.ip_hash))
+            if row.type == "feedback":
+                votes.append((project_id, row.trace_id, row.session_id, row.value, row.reason, row.comment, row.ts,
+                              received))
+            else:
+                signals.append((project_id, row.trace_id, row.session_id, row.type, row.ts))
+        outcomes.append(outcome)
+    for sql, rows in ((_INSERT_EVENTS, events), (_UPSERT_VOTES, votes), (_INSERT_SIGNALS, signals)):
+        if rows:
+            conn.executemany(sql, rows)
+    return outcomes
+
+
+def meta(conn: sqlite3.Connection, name: str, default: str) -> str:
+    """The stored value of `name`, storing `default` first if there is none."""
+    conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, default))
+    return conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
+
+
+PROJECT_SELECT = "SELECT id, public_key, name, origins, require_token, reasons, delay_ms, created_at FROM projects"
+
+
+def project_from_row(row: Sequence[Any]) -> Project:
+    return Project(row[0], row[1], row[2], tuple(json.loads(row[3])), bool(row[4]), tuple(_decode_reasons(row[5])),
+                   row[6], row[7])
+
+

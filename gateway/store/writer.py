@@ -1,0 +1,285 @@
+"""The SQLite writer: a child process that owns every write, with group commit.
+
+Why a process and not a thread: SQLite releases the GIL only inside each statement, so a writer thread must win the
+GIL back from the busy event loop between statements (up to the 5 ms switch interval each time); under load that made
+a commit of a dozen events take 10 ms. A process has its own interpreter and runs beside the event loop on its own core.
+
+Protocol over the child's stdin/stdout: frames of a 4-byte big-endian length and a msgpack body. The parent sends
+`Request`s; the child reads whatever has arrived, runs it all in ONE transaction (single jobs each in a savepoint,
+all events in one bulk insert), COMMITs, and only then sends one `Reply` per request. While it commits, new requests
+queue in the pipe and ride the next commit: the busier the gateway, the bigger and cheaper each commit.
+When the parent goes away (stdin closes), the child finishes what it read and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sqlite3
+import struct
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from gateway.schemas import TraceIn
+from gateway.store import EventRow, StoreUnavailable
+from gateway.store import tables as db
+
+log = logging.getLogger("backchannel.store")
+
+_LENGTH = struct.Struct(">I")
+
+
+class InsertEvents(msgspec.Struct, tag="events", array_like=True):
+    project_id: int
+    rows: list[EventRow]
+
+
+class UpsertTrace(msgspec.Struct, tag="trace", array_like=True):
+    project_id: int
+    trace: TraceIn
+
+
+class CreateProject(msgspec.Struct, tag="project", array_like=True):
+    name: str
+    origins: list[str]
+    require_token: bool
+
+
+class Meta(msgspec.Struct, tag="meta", array_like=True):
+    name: str
+    default: str
+
+
+Op = InsertEvents | UpsertTrace | CreateProject | Meta
+
+
+class Request(msgspec.Struct, array_like=True):
+    id: int
+    op: Op
+
+
+class Reply(msgspec.Struct, array_like=True):
+    id: int
+    ok: bool
+    result: Any = None
+    error: str = ""  # "unavailable: ..." when the commit failed (nothing stored), else this job's own failure
+    commit: int = 0  # which commit answered it, and that commit's size and duration, for /metrics
+    events: int = 0
+    seconds: float = 0.0
+
+
+def _frame(body: bytes) -> bytes:
+    return _LENGTH.pack(len(body)) + body
+
+
+# --- The child ---
+
+class _Committer:
+    def __init__(self, conn: sqlite3.Connection, max_batch: int) -> None:
+        self.conn = conn
+        self.max_batch = max_batch
+        self.commits = 0
+        # (project_id, trace_id) pairs known to exist (traces are never deleted); forgotten on a rollback, which may
+        # have undone a trace seen in the failed transaction.
+        self.known_traces: set[tuple[int, str]] = set()
+
+    def run(self, requests: list[Request]) -> list[Reply]:
+        """Commit `requests` in as few transactions as `max_batch` allows; one reply each."""
+        replies, batch, weight = [], [], 0
+        for request in requests:
+            size = len(request.op.rows) if isinstance(request.op, InsertEvents) else 1
+            if batch and weight + size > self.max_batch:
+                replies += self._commit(batch, weight)
+                batch, weight = [], 0
+            batch.append(request)
+            weight += size
+        return replies + (self._commit(batch, weight) if batch else [])
+
+    def _commit(self, batch: list[Request], weight: int) -> list[Reply]:
+        conn = self.conn
+        started = time.perf_counter()
+        results: dict[int, tuple[bool, Any]] = {}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            events = []
+            for request in batch:
+                if isinstance(request.op, InsertEvents):
+                    events.append(request)
+                    continue
+                conn.execute("SAVEPOINT job")
+                try:
+                    results[request.id] = (True, self._single(request.op))
+                except (sqlite3.IntegrityError, ValueError) as exc:  # this job's own fault; its neighbours go on
+                    conn.execute("ROLLBACK TO job")
+                    results[request.id] = (False, str(exc))
+                conn.execute("RELEASE job")
+            # After the single jobs, so an event sees a trace logged in the same commit.
+            if len(self.known_traces) > 200_000:
+                self.known_traces.clear()
+            outcomes = db.insert_event_batches(conn, [(r.op.project_id, r.op.rows) for r in events], self.known_traces)
+            for request, outcome in zip(events, outcomes):
+                results[request.id] = (True, outcome)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # the whole transaction rolled back: nothing of it is stored
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self.known_traces.clear()
+            log.error("commit of %d requests failed: %s", len(batch), exc)
+            return [Reply(r.id, False, error=f"unavailable: {exc}") for r in batch]
+        self.commits += 1
+        seconds = time.perf_counter() - started
+        return [Reply(r.id, ok, result if ok else None, "" if ok else result, self.commits, weight, seconds)
+                for r in batch for ok, result in [results[r.id]]]
+
+    def _single(self, op: Op) -> Any:
+        if isinstance(op, UpsertTrace):
+            return db.upsert_trace(self.conn, op.project_id, op.trace)
+        if isinstance(op, CreateProject):
+            project, secret = db.create_project(self.conn, name=op.name, origins=op.origins,
+                                                require_token=op.require_token)
+            return [project.public_key, secret]
+        return db.meta(self.conn, op.name, op.default)
+
+
+def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int = 1) -> None:
+    decode = msgspec.msgpack.Decoder(Request).decode
+    encode = msgspec.msgpack.Encoder().encode
+    committer = _Committer(conn, max_batch)
+    buffer = bytearray()
+    while True:
+        chunk = os.read(stdin, 1 << 20)  # whatever has arrived: one request or hundreds
+        if not chunk:
+            return  # the gateway closed the pipe (or died): everything read has been answered
+        buffer += chunk
+        requests, offset = [], 0
+        while len(buffer) - offset >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, offset)
+            if len(buffer) - offset - 4 < length:
+                break
+            requests.append(decode(memoryview(buffer)[offset + 4:offset + 4 + length]))
+            offset += 4 + length
+        del buffer[:offset]
+        if requests:
+            out = b"".join(_frame(encode(reply)) for reply in committer.run(requests))
+            view = memoryview(out)
+            while view:
+                view = view[os.write(stdout, view):]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.store.writer")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--synchronous", default="FULL")
+    parser.add_argument("--busy-timeout-ms", type=int, default=5000)
+    parser.add_argument("--max-batch", type=int, default=2000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    conn = db.connect(args.db, synchronous=args.synchronous, busy_timeout_ms=args.busy_timeout_ms)
+    os.write(1, b"\0")  # ready: the schema is in place
+    try:
+        serve(conn, args.max_batch)
+    finally:
+        conn.close()
+    return 0
+
+
+# --- The parent's side ---
+
+class WriterProcess:
+    """Runs the writer child and turns requests into awaitable replies. Restarts it if it dies."""
+
+    def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int, max_batch: int,
+                 on_commit: Any) -> None:
+        self._argv = [sys.executable, "-m", "gateway.store.writer", "--db", path, "--synchronous", synchronous,
+                      "--busy-timeout-ms", str(busy_timeout_ms), "--max-batch", str(max_batch)]
+        self._on_commit = on_commit
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder(Reply).decode
+        self._pending: dict[int, asyncio.Future] = {}
+        self._next_id = 0
+        self._last_commit = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+        self._closing = False
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and not self._closing
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            await asyncio.wait_for(self._proc.stdout.readexactly(1), timeout=30)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+            raise StoreUnavailable(f"the writer process did not start (exit code {self._proc.returncode})") from None
+        self._last_commit = 0
+        self._reader = asyncio.create_task(self._read_replies(self._proc), name="backchannel-writer-replies")
+
+    async def call(self, op: Op) -> Any:
+        if self._closing or self._proc is None or self._proc.stdin.is_closing():
+            raise StoreUnavailable("the store is not accepting writes")
+        self._next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = future
+        self._proc.stdin.write(_frame(self._encode(Request(self._next_id, op))))
+        await self._proc.stdin.drain()
+        reply: Reply = await future
+        if reply.ok:
+            return reply.result
+        if reply.error.startswith("unavailable"):
+            raise StoreUnavailable(reply.error)
+        raise ValueError(reply.error)
+
+    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
+        stdout = proc.stdout
+        try:
+            while True:
+                (length,) = _LENGTH.unpack(await stdout.readexactly(4))
+                reply = self._decode(await stdout.readexactly(length))
+                if reply.commit != self._last_commit and reply.commit:
+                    self._last_commit = reply.commit
+                    self._on_commit(reply.events, reply.seconds)
+                future = self._pending.pop(reply.id, None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        # The child is gone: whatever it had not answered may or may not be committed; the clients must retry
+        # (their event ids make that safe).
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(StoreUnavailable("the writer process exited"))
+        self._pending.clear()
+        await proc.wait()
+        if not self._closing:
+            log.error("the writer process exited with %s; restarting it", proc.returncode)
+            await asyncio.sleep(0.2)
+            try:
+                await self.start()
+            except StoreUnavailable as exc:
+                log.error("%s", exc)
+
+    async def close(self) -> None:
+        """Stop taking writes; the child answers everything it was sent, then exits."""
+        self._closing = True
+        if self._proc is None:
+            return
+        if not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+        if self._reader is not None:
+            await self._reader
+        await self._proc.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
