@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
 import struct
 import sys
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=2000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ctrl+C in a terminal reaches the whole process group: the gateway stops first, then closes our stdin, and we
+    # exit after answering everything we were sent. Dying on the signal could abandon a commit half-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = db.connect(args.db, synchronous=args.synchronous, busy_timeout_ms=args.busy_timeout_ms)
     os.write(1, b"\0")  # ready: the schema is in place
     try:
