@@ -205,6 +205,7 @@ class WriterProcess:
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(Reply).decode
         self._pending: dict[int, asyncio.Future] = {}
+        self._outbox: list[bytes] = []
         self._next_id = 0
         self._last_commit = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -235,7 +236,11 @@ class WriterProcess:
         self._next_id += 1
         future = asyncio.get_running_loop().create_future()
         self._pending[self._next_id] = future
-        self._proc.stdin.write(_frame(self._encode(Request(self._next_id, op))))
+        # Requests made in the same loop iteration go out in one write: one syscall (and one wake-up of the
+        # writer) for all of them, rather than one each.
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._send_outbox)
+        self._outbox.append(_frame(self._encode(Request(self._next_id, op))))
         await self._proc.stdin.drain()
         reply: Reply = await future
         if reply.ok:
@@ -243,6 +248,11 @@ class WriterProcess:
         if reply.error.startswith("unavailable"):
             raise StoreUnavailable(reply.error)
         raise ValueError(reply.error)
+
+    def _send_outbox(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._proc is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.write(b"".join(frames))
 
     async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
         stdout = proc.stdout

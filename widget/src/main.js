@@ -30,6 +30,7 @@ W.backchannel = api;
 
 function hidden(e) {
   abandon();
+  save();
   flush(1);
   if (e.type == "pagehide") {
     // Online, what the keepalive requests carry is theirs now (the next page must not send it again);

@@ -9,7 +9,8 @@ var Q = [],            // events not yet answered, oldest first
   KEY,                 // this tab's entry, once its lock is held
   RELEASE,             // lets go of this tab's lock (on pagehide, so the page stays bfcache-able)
   LEAVING,             // the page is unloading: what is in flight now belongs to its keepalive request
-  FAILS = 0, RETRY_AT = 0, HOLD = 0, TIMER = 0;
+  FAILS = 0, RETRY_AT = 0, HOLD = 0, TIMER = 0,
+  DIRTY;               // the timer of a save asked for with save(1)
 
 function sending() { return !OFF && CONSENT === true }
 
@@ -17,7 +18,12 @@ function read(key) {
   try { return JSON.parse(LS.getItem(key)).q || [] } catch (e) { return [] }
 }
 
-function save() {
+// Writing the queue costs O(queue length), so the events of a burst are saved together by one timer: save(1)
+// asks for that; save() writes now (before a flush sends, and on pagehide, so a reload still finds them).
+function save(later) {
+  if (later) return DIRTY = DIRTY || setTimeout(save);
+  clearTimeout(DIRTY);
+  DIRTY = 0;
   if (!KEY || !sending()) return;  // nothing touches storage before consent
   var q = Q.filter(e => !(LEAVING && FLY.has(e)));
   try { q.length ? LS.setItem(KEY, JSON.stringify({ t: Date.now(), q: q })) : LS.removeItem(KEY) } catch (e) {}
@@ -66,7 +72,7 @@ function adopt() {
 function push(e) {
   if (OFF || CONSENT === false) return;
   Q.push(e);
-  save();
+  save(1);
   Q.length - FLY.size >= 20 ? flush() : schedule();
 }
 
@@ -82,6 +88,7 @@ function flush(hide) {
   adopt();
   var sent = [], budget = 6e4;
   if (sending() && (hide ? Date.now() >= HOLD : !FLY.size && Date.now() >= RETRY_AT)) {
+    DIRTY && save();
     do {
       var batch = [], size = 0;
       for (var e of Q) {
@@ -105,7 +112,7 @@ function post(batch, hide) {
     body = JSON.stringify({ project: PK, events: batch });
   batch.forEach(e => FLY.add(e));
   function landed() { batch.forEach(e => FLY.delete(e)) }
-  function drop() { Q = Q.filter(e => batch.indexOf(e) < 0); save() }
+  function drop() { Q = Q.filter(e => batch.indexOf(e) < 0); save(1) }
   // text/plain keeps this a "simple" request: no CORS preflight, and keepalive allows it.
   return fetch(url, { method: "POST", body: body, headers: { "Content-Type": "text/plain" }, keepalive: true })
     .then(r => {
