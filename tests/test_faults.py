@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -156,3 +157,31 @@ def test_two_gateway_processes_share_rate_limits_through_redis(tmp_path, redis_u
     finally:
         first.stop()
         second.stop()
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def test_stop_signal_to_the_process_group_stops_cleanly_without_losing_events(tmp_path):
+    """`timeout`, Ctrl+C and service managers signal the whole group: the writer must outlive the gateway's drain."""
+    import os
+    import signal
+
+    db = str(tmp_path / "bc.db")
+    keys = create_project(db)
+    gateway = GatewayProcess(db)
+    gateway.start()
+    token = log_trace(gateway.url, keys["secret_key"], "t1")
+    (writer,) = children(gateway.proc.pid)
+    with httpx.Client(timeout=5) as http:
+        sent = [event(trace_id="t1", token=token) for _ in range(20)]
+        assert all(r["status"] == "accepted" for r in send(gateway.url, keys["public_key"], sent, http).json()["results"])
+    for pid in (gateway.proc.pid, writer):  # what a signal to the process group does (the group here is pytest's)
+        os.kill(pid, signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal so a process manager sees why it stopped.
+    assert gateway.proc.wait(20) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in Path(gateway.log.name).read_text()
+    wait_for(lambda: not os.path.exists(f"/proc/{writer}") or "zombie" in open(f"/proc/{writer}/status").read().lower(),
+             timeout=10, what="the writer process to exit")
+    assert set(stored_ids(db)) == {e["id"] for e in sent}

@@ -180,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=2000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Ctrl+C in a terminal reaches the whole process group: the gateway stops first, then closes our stdin, and we
-    # exit after answering everything we were sent. Dying on the signal could abandon a commit half-way.
+    # Ctrl+C in a terminal (or a stop signal sent to the whole process group) reaches us too: the gateway stops
+    # first, then closes our stdin, and we exit after answering everything we were sent. Dying on the signal could
+    # abandon a commit the gateway is waiting for. If the gateway itself is killed, its end of the pipe closes too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = db.connect(args.db, synchronous=args.synchronous, busy_timeout_ms=args.busy_timeout_ms)
     os.write(1, b"\0")  # ready: the schema is in place
     try:
@@ -275,9 +277,11 @@ class WriterProcess:
                 future.set_exception(StoreUnavailable("the writer process exited"))
         self._pending.clear()
         await proc.wait()
+        if self._closing:
+            return
+        log.error("the writer process exited with %s; restarting it", proc.returncode)
+        await asyncio.sleep(0.2)
         if not self._closing:
-            log.error("the writer process exited with %s; restarting it", proc.returncode)
-            await asyncio.sleep(0.2)
             try:
                 await self.start()
             except StoreUnavailable as exc:
@@ -286,13 +290,12 @@ class WriterProcess:
     async def close(self) -> None:
         """Stop taking writes; the child answers everything it was sent, then exits."""
         self._closing = True
-        if self._proc is None:
-            return
-        if not self._proc.stdin.is_closing():
-            self._proc.stdin.close()
-        if self._reader is not None:
-            await self._reader
-        await self._proc.wait()
+        while self._reader is not None and not self._reader.done():  # (a restart may swap in a new one meanwhile)
+            if self._proc is not None and not self._proc.stdin.is_closing():
+                self._proc.stdin.close()
+            await asyncio.shield(self._reader)
+        if self._proc is not None:
+            await self._proc.wait()
 
 
 if __name__ == "__main__":
