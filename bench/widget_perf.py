@@ -5,8 +5,9 @@ prompt before it), either added in one go or appended one by one (one task each)
 widget and without it (the control), so host work is never blamed on the widget. On each page:
 
 - a `longtask` PerformanceObserver, registered before anything else, lists the tasks over 50 ms;
-- on the widget page, `MutationObserver` and `setTimeout` are wrapped before the widget loads (the host page keeps
-  the originals), so every observer and timer callback the widget runs is timed with `performance.now()`;
+- on the widget page, `MutationObserver`, `setTimeout` and `queueMicrotask` are wrapped before the widget loads (the
+  host page keeps the originals), so every observer, timer and microtask callback the widget runs is timed with
+  `performance.now()`;
 - a long task on the widget page is the widget's when, without the time of the widget's callbacks in it, it would not
   have been long (the host's work in the same task is the control page's work too);
 - CDP `Performance.getMetrics` gives the renderer's script, style and layout time from the first message to the
@@ -46,7 +47,8 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
 
 # Runs first in <head>: long tasks, then (widget page only) timed wrappers around what the widget schedules with.
 INSTRUMENT = """
-window.__host = {setTimeout: window.setTimeout.bind(window), MutationObserver: window.MutationObserver};
+window.__host = {setTimeout: window.setTimeout.bind(window), queueMicrotask: window.queueMicrotask.bind(window),
+                 MutationObserver: window.MutationObserver};
 window.__long = []; window.__cb = []; window.__spans = [];
 new PerformanceObserver(list => list.getEntries().forEach(e => __long.push([e.startTime, e.duration])))
   .observe({type: 'longtask', buffered: true});
@@ -57,6 +59,7 @@ if (WIDGET) {
   };
   window.MutationObserver = class extends __host.MutationObserver { constructor(cb) { super(timed('observer', cb)) } };
   window.setTimeout = (f, ms, ...args) => __host.setTimeout(timed('timer', () => f(...args)), ms);
+  window.queueMicrotask = f => __host.queueMicrotask(timed('microtask', f));
 }
 """
 

@@ -3,14 +3,14 @@
 
 var W = window, D = document, N = navigator, LS, SS;
 // Loaded twice (a second tag, an SPA re-injecting it): the first copy keeps the page.
-if (W.backchannel && W.backchannel.v) return;
+if (W.backchannel?.v) return;
 try { LS = localStorage; SS = sessionStorage } catch (e) {}
 
 var SCRIPT = D.currentScript || D.querySelector("script[data-project]");
-function attr(name) { return SCRIPT && SCRIPT.getAttribute("data-" + name) }
+function attr(name) { return SCRIPT?.getAttribute("data-" + name) }
 
 var PK = attr("project"),
-  ENDPOINT = (attr("endpoint") || new URL(SCRIPT && SCRIPT.src || location.href, location.href).origin).replace(/\/+$/, ""),
+  ENDPOINT = (attr("endpoint") || new URL(SCRIPT?.src || location.href, location.href).origin).replace(/\/+$/, ""),
   SESSION = attr("session-id"),
   DNT = attr("respect-dnt"),
   // null: pending (data-consent="pending"), true: granted, false: refused.

@@ -43,10 +43,10 @@ function hidden(e) {
 if (!OFF) {
   own(tabValue("bc_tab"));
   new MutationObserver(watch).observe(D.documentElement, {
-    childList: true, subtree: true, characterData: true,
-    attributes: true, attributeFilter: ["data-trace-id", "data-streaming", "data-feedback-token"]
+    childList: 1, subtree: 1, characterData: 1, attributeFilter: ["data-trace-id", "data-streaming", "data-feedback-token"]
   });
   scan(D.documentElement, 0);
+  work();
   [["copy", onCopy], ["click", onAction], ["submit", onSubmit], ["focusin", onDraft], ["beforeinput", onDraft],
     ["input", onDraft], ["focusout", onDraft]].forEach(a => D.addEventListener(a[0], a[1], true));
   D.addEventListener("visibilitychange", e => { D.visibilityState == "hidden" && hidden(e) });
@@ -61,4 +61,4 @@ if (!OFF) {
   });
 }
 
-(STUB && STUB.q || []).forEach(args => api.apply(null, args));
+(STUB?.q || []).forEach(args => api.apply(null, args));

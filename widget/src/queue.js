@@ -10,7 +10,7 @@ var Q = [],            // events not yet answered, oldest first
   RELEASE,             // lets go of this tab's lock (on pagehide, so the page stays bfcache-able)
   LEAVING,             // the page is unloading: what is in flight now belongs to its keepalive request
   FAILS = 0, RETRY_AT = 0, HOLD = 0, TIMER = 0,
-  DIRTY;               // the timer of a save asked for with save(1)
+  DIRTY;               // a save was asked for with save(1)
 
 function sending() { return !OFF && CONSENT === true }
 
@@ -18,15 +18,14 @@ function read(key) {
   try { return JSON.parse(LS.getItem(key)).q || [] } catch (e) { return [] }
 }
 
-// Writing the queue costs O(queue length), so the events of a burst are saved together by one timer: save(1)
-// asks for that; save() writes now (before a flush sends, and on pagehide, so a reload still finds them).
+// Writing the queue costs O(queue length), so the events pushed in one task are saved once, at its end (storage
+// is never behind between tasks): save(1) asks for that; save() writes now (before a flush sends, on pagehide).
 function save(later) {
-  if (later) return DIRTY = DIRTY || setTimeout(save);
-  clearTimeout(DIRTY);
+  if (later) return DIRTY || (DIRTY = 1, queueMicrotask(() => DIRTY && save()));
   DIRTY = 0;
   if (!KEY || !sending()) return;  // nothing touches storage before consent
   var q = Q.filter(e => !(LEAVING && FLY.has(e)));
-  try { q.length ? LS.setItem(KEY, JSON.stringify({ t: Date.now(), q: q })) : LS.removeItem(KEY) } catch (e) {}
+  try { q.length ? LS.setItem(KEY, JSON.stringify({ t: Date.now(), q })) : LS.removeItem(KEY) } catch (e) {}
 }
 
 function merge(events) {
@@ -59,7 +58,7 @@ function adopt() {
   try {
     for (var i = LS.length; i--;) {
       var k = LS.key(i);
-      if (k && k != KEY && k.indexOf(PREFIX) == 0) N.locks.request(k, { ifAvailable: true }, (key => lock => {
+      if (k?.startsWith(PREFIX) && k != KEY) N.locks.request(k, { ifAvailable: true }, (key => lock => {
         if (!lock) return;
         var q = read(key);
         LS.removeItem(key);
@@ -113,8 +112,8 @@ function post(batch, hide) {
   batch.forEach(e => FLY.add(e));
   function landed() { batch.forEach(e => FLY.delete(e)) }
   function drop() { Q = Q.filter(e => batch.indexOf(e) < 0); save(1) }
-  // text/plain keeps this a "simple" request: no CORS preflight, and keepalive allows it.
-  return fetch(url, { method: "POST", body: body, headers: { "Content-Type": "text/plain" }, keepalive: true })
+  // A string body goes as text/plain: a "simple" request (no CORS preflight), which keepalive allows.
+  return fetch(url, { method: "POST", body, keepalive: true })
     .then(r => {
       landed();
       if (r.ok) {

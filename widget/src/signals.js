@@ -10,17 +10,19 @@ var MSG = "[data-trace-id]:not([data-feedback-action]):not([data-feedback-draft]
   PROMPTS = new Set(),// every prompt text seen, so a re-rendered prompt is not a new one
   ATTEMPT = 0,        // attempt number of the message a regenerate click is about to bring
   COPYING,            // a copy action was just clicked: {t, n: callback}
-  ABANDONED;
+  ABANDONED,
+  TODO = new Map(),   // messages and prompts met, in order, not yet handled -> live (added after load)
+  SLICE;              // the timer of the next slice of TODO
 
 // State of one trace: el (its message element), h (widget host), k (last token seen), gen (attempt number),
 // n (regenerations asked from it), st (was seen streaming), done/shown (ms), w (timer), v (vote 1|0), reason,
 // comment, acted (an action was sent), good (a positive action), copied, orig/ratio (draft edits), u (controls).
-function state(t) { return T[t] || (T[t] = { t: t, gen: 1, n: 0 }) }
+function state(t) { return T[t] || (T[t] = { t, gen: 1, n: 0 }) }
 
-function token(s) { return (s.k = s.el && s.el.getAttribute("data-feedback-token") || s.k) }
+function token(s) { return (s.k = s.el?.getAttribute("data-feedback-token") || s.k) }
 
 function send(t, type, props) {
-  var s = state(t), now = Date.now(), e = Object.assign({}, props, { id: uuid(), type: type, trace_id: t, ts: now }), k = token(s);
+  var s = state(t), now = Date.now(), e = Object.assign({}, props, { id: uuid(), type, trace_id: t, ts: now }), k = token(s);
   if (k) e.token = k;
   if (SESSION || !k) e.session_id = SESSION || tabSession();
   if (type != "shown") {
@@ -59,7 +61,7 @@ function attach(m) {
   }
   if (old && old._s != s) old.remove();  // the element was reused for another trace
   if (s.el != m) {
-    if (s.el && s.el.isConnected && s.el.contains(s.h)) return;  // one widget per trace
+    if (s.el?.isConnected && s.el.contains(s.h)) return;  // one widget per trace
     s.el = m;
   }
   if (s.h.parentNode != m) m.append(s.h);
@@ -93,18 +95,30 @@ function show(s) {
 }
 
 function scan(root, live) {
-  var sel = MSG + "," + USER, all = [...root.querySelectorAll(sel)];
-  if (root.matches(sel)) all.unshift(root);
-  all.forEach(e => e.matches(USER) ? prompt(e, live) : attach(e));
+  var sel = MSG + "," + USER;
+  [root, ...root.querySelectorAll(sel)].forEach(e => e.matches(sel) && (TODO.has(e) || TODO.set(e, live)));
 }
 
 function watch(records) {
   records.forEach(r => {
     var n = r.target;
+    if (r.addedNodes[0]?._s) return;  // attach() put a widget in
     r.addedNodes.forEach(x => x.nodeType == 1 && scan(x, 1));
-    n = n.nodeType == 1 ? n : n.parentElement;
-    (n = n && n.closest(MSG)) && attach(n);
+    (n = (n.nodeType == 1 ? n : n.parentElement)?.closest(MSG)) && (TODO.has(n) || TODO.set(n, 1));
   });
+  SLICE || work();
+}
+
+// Handle what was met, in slices of at most 8 ms with the page's tasks in between: 200 messages added at once
+// make no long task.
+function work() {
+  var end = performance.now() + 8;
+  SLICE = 0;
+  for (var [e, live] of TODO) {
+    if (performance.now() > end) return SLICE = setTimeout(work);
+    TODO.delete(e);
+    e.matches(USER) ? prompt(e, live) : attach(e);
+  }
 }
 
 // Which trace an element belongs to: its draft box, its message, or an action carrying the id itself.
@@ -156,7 +170,7 @@ function onAction(e) {
 }
 
 // Drafts: the original is the textarea's default value, or the text when first focused.
-function draftValue(d) { return d.value != null ? d.value : d.innerText }
+function draftValue(d) { return d.value ?? d.innerText }
 
 function onDraft(e) {
   var d = e.target.closest?.("[data-feedback-draft]"), s = d && state(d.getAttribute("data-feedback-draft"));
@@ -174,7 +188,7 @@ function edited(s, d) {
 }
 
 function onSubmit(e) {
-  [].forEach.call(e.target.querySelectorAll("[data-feedback-draft]"), d => {
+  e.target.querySelectorAll("[data-feedback-draft]").forEach(d => {
     var s = state(d.getAttribute("data-feedback-draft"));
     s.ratio != null && edited(s, d);
   });
@@ -205,7 +219,7 @@ function prompt(e, live) {
   var x = e.textContent.trim().toLowerCase(), p = PROMPT, s = LAST, sim;
   if (!x || PROMPTS.has(x)) return;
   PROMPTS.add(x);
-  PROMPT = { x: x, at: Date.now() };
+  PROMPT = { x, at: Date.now() };
   if (live && p && s && !s.copied && !s.rephrased && s.seen >= p.at && Date.now() - (s.done || s.seen) <= 6e4 &&
       (sim = similarity(p.x, x)) >= .5) {
     s.rephrased = 1;

@@ -6,7 +6,8 @@ var STYLE =
   // The host reserves the row's height from the moment the message appears, so showing the thumbs moves nothing.
   // !important inside a shadow root beats the page's !important on the host.
   ":host{all:initial!important;display:block!important;min-height:32px!important;margin:8px 0 0!important}" +
-  ".w{all:initial;color-scheme:light dark;display:flex;flex-wrap:wrap;align-items:center;gap:6px;font:13px/1.4 var(--bc-font,system-ui,sans-serif);color:var(--bc-fg,CanvasText)}" +
+  ".w{all:initial;color-scheme:light dark;font:13px/1.4 var(--bc-font,system-ui,sans-serif);color:var(--bc-fg,CanvasText)}" +
+  ".w,.p{display:flex;flex-wrap:wrap;align-items:center;gap:6px}" +
   "button,textarea{all:unset;box-sizing:border-box;background:var(--bc-bg,Canvas);border:1px solid var(--bc-border,GrayText);border-radius:var(--bc-radius,8px);padding:4px 10px;cursor:pointer}" +
   ".t{display:inline-flex;width:32px;height:32px;padding:7px}" +
   "svg{width:16px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}" +
@@ -14,7 +15,7 @@ var STYLE =
   "[aria-pressed=true]{background:var(--bc-accent,CanvasText);color:var(--bc-accent-fg,Canvas)}" +
   ":focus-visible{outline:2px solid var(--bc-accent,CanvasText);outline-offset:2px}" +
   // Text that is not on a control gets the widget's own background, so it stays legible on any page.
-  ".p{display:flex;flex-wrap:wrap;gap:6px;align-items:center;flex-basis:100%}[hidden]{display:none}" +
+  ".p{flex-basis:100%}[hidden]{display:none}" +
   ".p,[role=status]:not(:empty){background:var(--bc-bg,Canvas);border-radius:var(--bc-radius,8px);padding:6px}" +
   "textarea{flex-basis:100%;min-height:4em;cursor:text;resize:vertical;white-space:pre-wrap}";
 
@@ -41,27 +42,35 @@ function el(tag, attrs, text) {
   return e;
 }
 
-// Build the controls (once per trace; the host and its shadow root follow the trace across re-renders).
+// Build the controls (once per trace; the host and its shadow root follow the trace across re-renders):
+// a clone of a tree built on the first call, so the thumb is parsed once, not twice per message.
+var TPL;
 function draw(s) {
-  var L = CFG.labels, t = s.t, w = el("div", { "class": "w" }),
-    up = el("button", { part: "up", "class": "t", "aria-label": L.up }),
-    down = el("button", { part: "down", "class": "t", "aria-label": L.down }),
-    status = el("span", { role: "status", part: "thanks" }),
-    panel = el("div", { "class": "p", role: "group", "aria-labelledby": "q", hidden: "" }),
-    comment = el("textarea", { part: "comment", maxlength: 1000, "aria-label": L.comment_placeholder, placeholder: L.comment_placeholder }),
-    submit = el("button", { part: "submit" }, L.submit),
-    reasons = CFG.reasons.map(r => {
-      var b = el("button", { part: "reason", value: r.code }, r.label);
-      b.onclick = () => { rate(t, 0, { reason: r.code }); comment.focus() };
-      return b;
-    });
-  up.innerHTML = down.innerHTML = THUMB;
+  var L = CFG.labels, t = s.t, w = TPL, up, down, status, panel, reasons, comment, submit;
+  if (!w) {
+    w = TPL = el("div", { class: "w" });
+    w.append(up = el("button", { part: "up", class: "t", "aria-label": L.up }),
+      down = el("button", { part: "down", class: "t", "aria-label": L.down }),
+      el("span", { role: "status", part: "thanks" }),
+      panel = el("div", { class: "p", role: "group", "aria-labelledby": "q", hidden: "" }));
+    up.innerHTML = down.innerHTML = THUMB;
+    panel.append(el("span", { id: "q" }, L.reason_prompt),
+      ...CFG.reasons.map(r => el("button", { part: "reason", value: r.code }, r.label)),
+      el("textarea", { part: "comment", maxlength: 1000, "aria-label": L.comment_placeholder, placeholder: L.comment_placeholder }),
+      el("button", { part: "submit" }, L.submit));
+  }
+  w = w.cloneNode(true);
+  [up, down, status, panel] = w.children;
+  [, ...reasons] = panel.children;
+  submit = reasons.pop();
+  comment = reasons.pop();
+  reasons.forEach(b => b.onclick = () => { rate(t, 0, { reason: b.value }); comment.focus() });
   up.onclick = () => { rate(t, 1); thank(s) };
   down.onclick = () => {
     status.textContent = "";
     if (s.v !== 0) rate(t, 0);
     open(s, 1);
-    reasons[0] && reasons[0].focus();
+    reasons[0]?.focus();
   };
   submit.onclick = () => {
     var c = comment.value.trim();
@@ -71,10 +80,8 @@ function draw(s) {
   };
   comment.onkeydown = e => { if (e.key == "Enter" && (e.ctrlKey || e.metaKey)) submit.click() };
   panel.onkeydown = e => { if (e.key == "Escape") { open(s, 0); down.focus() } };
-  panel.append(el("span", { id: "q" }, L.reason_prompt), ...reasons, comment, submit);
-  w.append(up, down, status, panel);
   s.h.shadowRoot.append(w);
-  s.u = { up: up, down: down, status: status, panel: panel, reasons: reasons };
+  s.u = { up, down, status, panel, reasons };
   paint(s);
 }
 
