@@ -24,10 +24,10 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.servers import CHROMIUM_ARGS, RedisServer, chromium_executable, free_port
+from tests.servers import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -86,14 +86,6 @@ class Stack:
         return response.json()["feedback_token"]
 
 
-@pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def start_demo(redis_url: str, db: str, log: Any) -> tuple[subprocess.Popen, dict[str, str]]:
     """`backchannel demo --json` on free ports; its one JSON line once both servers answer.
 
@@ -146,14 +138,6 @@ def stack(redis_server):
             proc.stdout.close()
         assert code is not None, "backchannel demo did not stop on Ctrl+C"
         assert code == 0, f"backchannel demo exited with {code}; log: {Path(log.name).read_text()}"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

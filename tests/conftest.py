@@ -1,16 +1,15 @@
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
+import httpx
 import pytest
 
-from tests.servers import RedisServer
+from gateway.app import create_app
+from gateway.settings import Settings
 
-
-@pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+ORIGIN = "https://chat.example.com"
 
 
 @pytest.fixture
@@ -24,17 +23,6 @@ def redis_url(redis_server):
     client.flushall()
     client.close()
     return redis_server.url
-
-
-import contextlib
-from dataclasses import dataclass
-
-import httpx
-
-from gateway.app import create_app
-from gateway.settings import Settings
-
-ORIGIN = "https://chat.example.com"
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from starlette.applications import Starlette
 
-from tests.servers import CHROMIUM_ARGS, chromium_executable, wait_for
+from tests.servers import wait_for
 from tests.widget_harness import WidgetSite
 from widget.bundle import bundle
 from widget.routes import routes as widget_routes
@@ -107,16 +107,6 @@ def site(tmp_path_factory):
     server = WidgetSite(tmp_path_factory.mktemp("widget") / "bc.db").start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_executable(), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 class Chat:
@@ -467,6 +457,7 @@ def test_offline_then_reload_delivers_exactly_once(open_page, chat, browser):
     context.set_offline(False)
     page.reload()
     chat.wait("feedback", "t1")
+    chat.wait("shown", "t1", count=2)  # the reloaded page shows its thumbs again, a moment after the queue went out
     page.evaluate("() => backchannel.flush()")
     page.wait_for_function("() => !Object.keys(localStorage).some(k => k.startsWith('bc_q_'))")
     assert len([e for e in chat.events("feedback", "t1")]) == 1
@@ -478,7 +469,7 @@ def test_offline_then_reload_delivers_exactly_once(open_page, chat, browser):
 
 
 def test_429_and_5xx_back_off_then_deliver(open_page, chat):
-    page = open_page(chat.message("t1"), **{"data-delay-ms": "0"})
+    open_page(chat.message("t1"), **{"data-delay-ms": "0"})
     chat.plan[:] = [(429, {"Retry-After": "2"}), (503, {})]
     chat.wait("shown", "t1", timeout=20)
     attempts = [r for r in chat.requests if r["method"] == "POST"]

@@ -5,7 +5,7 @@
 var STYLE =
   // The host reserves the row's height from the moment the message appears, so showing the thumbs moves nothing.
   // !important inside a shadow root beats the page's !important on the host.
-  ":host{all:initial!important;display:block!important;min-height:32px!important;margin:8px 0 0!important}" +
+  ":host{display:block!important;min-height:32px!important;margin:8px 0 0!important}" +
   ".w{all:initial;color-scheme:light dark;font:13px/1.4 var(--bc-font,system-ui,sans-serif);color:var(--bc-fg,CanvasText)}" +
   ".w,.p{display:flex;flex-wrap:wrap;align-items:center;gap:6px}" +
   "button,textarea{all:unset;box-sizing:border-box;background:var(--bc-bg,Canvas);border:1px solid var(--bc-border,GrayText);border-radius:var(--bc-radius,8px);padding:4px 10px;cursor:pointer}" +
