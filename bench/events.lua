@@ -44,22 +44,19 @@ function init(args)
    math.randomseed(os.time() * 1000 + (id or 0) * 7919 + math.floor(os.clock() * 1e6))
 end
 
-local function uuid4()
+-- UUIDv7 like the widget's: a millisecond clock first (wrk's Lua has only whole seconds, so the milliseconds are
+-- this thread's request counter), then random bits. Time-ordered ids are what the gateway's unique index sees.
+local function uuid7()
+   local ms = os.time() * 1000 + sequence % 1000
+   local clock = string.format("%04x%04x%04x", math.floor(ms / 4294967296) % 65536,
+      math.floor(ms / 65536) % 65536, ms % 65536)
    local out = {}
-   for i = 1, 36 do
-      if i == 9 or i == 14 or i == 19 or i == 24 then
-         out[i] = "-"
-      elseif i == 15 then
-         out[i] = "4"
-      elseif i == 20 then
-         local v = math.random(8, 11)
-         out[i] = hex:sub(v + 1, v + 1)
-      else
-         local v = math.random(0, 15)
-         out[i] = hex:sub(v + 1, v + 1)
-      end
+   for i = 1, 19 do
+      local v = (i == 4) and math.random(8, 11) or math.random(0, 15)
+      out[i] = hex:sub(v + 1, v + 1)
    end
-   return table.concat(out)
+   local r = table.concat(out)
+   return clock:sub(1, 8) .. "-" .. clock:sub(9, 12) .. "-7" .. r:sub(1, 3) .. "-" .. r:sub(4, 7) .. "-" .. r:sub(8, 19)
 end
 
 local function event(trace, token, n)
@@ -67,7 +64,7 @@ local function event(trace, token, n)
    local kind = TYPES[index]
    local fields = kind:format(index == 3 and n % 2 or n % 7 + 2)  -- feedback: value 0|1; others: 2..8
    return string.format('{"id":"%s",%s,"trace_id":"%s","token":"%s","ts":%d000,"dwell_ms":%d}',
-      uuid4(), fields, trace, token, os.time(), 100 + n % 5000)
+      uuid7(), fields, trace, token, os.time(), 100 + n % 5000)
 end
 
 function request()

@@ -20,6 +20,13 @@ except ImportError:  # pragma: no cover
     uvloop = None
 
 
+def uuid7() -> str:
+    """A time-ordered UUIDv7, as the widget makes them."""
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | uuid.uuid4().int & ((1 << 76) - 1)
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
 def percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -45,7 +52,7 @@ class Run:
     def request(self, i: int) -> bytes:
         trace, token = self.traces[i % len(self.traces)]
         body = json.dumps({"project": self.public_key, "events": [
-            {"id": str(uuid.uuid4()), "type": "shown", "trace_id": trace, "token": token,
+            {"id": uuid7(), "type": "shown", "trace_id": trace, "token": token,
              "ts": int(time.time() * 1000), "dwell_ms": 1200}
         ]}, separators=(",", ":")).encode()
         head = (f"POST /v1/events?project={self.public_key} HTTP/1.1\r\nHost: {self.args.host}:{self.args.port}\r\n"

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import brotli
@@ -648,3 +650,14 @@ def test_loading_twice_keeps_one_widget(open_page, chat):
     chat.wait("shown", "t1")
     page.evaluate("() => backchannel.flush()")
     assert host_count(page, "t1") == 1 and len(chat.events("shown")) == 1
+
+
+def test_event_ids_are_time_ordered_uuid7(open_page, chat):
+    open_page(chat.message("t1") + chat.message("t2"), **{"data-delay-ms": "0"})
+    chat.wait("shown", count=2)
+    ids = [e["id"] for e in chat.delivered()]
+    assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i) for i in ids), ids
+    # The first 48 bits are the page's clock in milliseconds: ids sort by time, and land at the end of the index.
+    stamps = [int(i.replace("-", "")[:12], 16) for i in ids]
+    assert all(abs(stamp - time.time() * 1000) < 60_000 for stamp in stamps), stamps
+    assert len(set(ids)) == len(ids)

