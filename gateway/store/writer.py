@@ -173,7 +173,7 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
                 view = view[os.write(stdout, view):]
 
 
-def _checkpoint_forever(path: str, interval: float = 5.0) -> None:
+def _checkpoint_forever(path: str, interval: float = 1.0) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 1000")
     while True:
