@@ -40,11 +40,12 @@ class _Cache(Generic[K, V]):
 
 
 class Directory:
-    def __init__(self, store: Store, ttl: float = 30.0, negative_ttl: float = 5.0) -> None:
+    def __init__(self, store: Store, ttl: float = 30.0, key_ttl: float = 5.0, negative_ttl: float = 5.0) -> None:
         self._projects = _Cache(store.project_by_public_key, ttl, negative_ttl)
         self._projects_by_id = _Cache(store.project_by_id, ttl, negative_ttl)
-        self._secrets = _Cache(store.key_by_secret, ttl, negative_ttl)
-        self._kids = _Cache(store.key_by_kid, ttl, negative_ttl)
+        # Keys are re-read sooner, so a revoked key (and every token minted with it) stops working within seconds.
+        self._secrets = _Cache(store.key_by_secret, key_ttl, negative_ttl)
+        self._kids = _Cache(store.key_by_kid, key_ttl, negative_ttl)
 
     async def project(self, public_key: str) -> Project | None:
         if not public_key.startswith("pk_"):

@@ -334,3 +334,28 @@ async def test_writer_process_killed_answers_503_then_the_gateway_recovers(harne
     assert retried.json()["results"][0]["status"] == "accepted"
     assert harness.gateway.store.writer_pid != old_pid
     assert (await harness.client.get("/readyz")).status_code == 200
+
+
+async def test_a_revoked_key_stops_working_in_a_running_gateway(harness):
+    import asyncio
+
+    from gateway import tokens as token_module
+    from gateway.directory import Directory
+    from gateway.store import tables
+
+    harness.gateway.directory = Directory(harness.gateway.store, key_ttl=0.1)  # the default is 5 s
+    token = await harness.trace()
+    assert (await harness.send(event(token=token))).json()["results"][0]["status"] == "accepted"
+    conn = tables.connect(harness.db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        project_id = conn.execute("SELECT id FROM projects WHERE public_key = ?", (harness.public_key,)).fetchone()[0]
+        assert tables.revoke_secret_key(conn, project_id, token_module.key_id(harness.secret_key))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    await asyncio.sleep(0.15)  # past the key cache's lifetime
+    assert (await harness.send(event(token=token))).json()["results"][0]["error"] == "invalid_token"
+    refused = await harness.client.post("/v1/traces", json={"trace_id": "t2", "session_id": "s"},
+                                        headers={"Authorization": f"Bearer {harness.secret_key}"})
+    assert refused.status_code == 401
