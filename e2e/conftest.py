@@ -122,9 +122,9 @@ def stack(redis_server):
             try:
                 proc, info = start_demo(redis_server.url, db, log)
                 break
-            except OSError:
+            except OSError as exc:
                 if attempt == 2:
-                    raise RuntimeError(f"backchannel demo did not start; log: {Path(log.name).read_text()}")
+                    raise RuntimeError(f"backchannel demo did not start; log: {Path(log.name).read_text()}") from exc
         try:
             yield Stack(info, db)
         finally:

@@ -85,13 +85,18 @@ def verify(parsed: Parsed, key: bytes | None, *, public_key: str, trace_id: str,
 
     `key` is the token key of the project's secret key whose id the token names (None if there is no such key).
     """
+    check_signature(parsed, key)
+    if not binds(parsed.claims, public_key, trace_id, now if now is not None else time.time()):
+        raise InvalidToken("token minted for another project or trace, or expired")
+    return parsed.claims
+
+
+def check_signature(parsed: Parsed, key: bytes | None) -> None:
+    """Raise InvalidToken unless `key` (None: no such key) signed this token. Constant-time comparison."""
     if key is None:
         raise InvalidToken("unknown key id")
     if not hmac.compare_digest(hmac.digest(key, parsed.signed.encode(), "sha256"), parsed.sig):
         raise InvalidToken("bad signature")
-    if not binds(parsed.claims, public_key, trace_id, now if now is not None else time.time()):
-        raise InvalidToken("token minted for another project or trace, or expired")
-    return parsed.claims
 
 
 def binds(claims: Claims, public_key: str, trace_id: str, now: float) -> bool:
@@ -118,11 +123,7 @@ class Verifier:
                 raise InvalidToken("key revoked")
             return claims
         parsed = parse(token)
-        key = await key_for(parsed.claims.k)
-        if key is None:
-            raise InvalidToken("unknown key id")
-        if not hmac.compare_digest(hmac.digest(key, parsed.signed.encode(), "sha256"), parsed.sig):
-            raise InvalidToken("bad signature")
+        check_signature(parsed, await key_for(parsed.claims.k))
         if len(self._verified) >= self._max:
             self._verified.clear()
         self._verified[token] = parsed.claims
