@@ -213,8 +213,22 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- The parent's side ---
 
+class _Child:
+    """One writer process and the requests sent to it: when it dies, exactly these fail."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pending: dict[int, asyncio.Future] = {}
+        self.outbox: list[bytes] = []
+        self.gone = False
+        self.reader: asyncio.Task | None = None
+
+
 class WriterProcess:
     """Runs the writer child and turns requests into awaitable replies. Restarts it if it dies."""
+
+    # A safety net, not a deadline: a request never waits forever on a writer that stopped answering.
+    REPLY_TIMEOUT = 30.0
 
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int, max_batch: int,
                  on_commit: Any) -> None:
@@ -223,58 +237,66 @@ class WriterProcess:
         self._on_commit = on_commit
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(Reply).decode
-        self._pending: dict[int, asyncio.Future] = {}
-        self._outbox: list[bytes] = []
+        self._child: _Child | None = None
         self._next_id = 0
         self._last_commit = 0
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task | None = None
         self._closing = False
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None and not self._closing
+        child = self._child
+        return child is not None and not child.gone and child.proc.returncode is None and not self._closing
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.proc.pid if self._child is not None else None
 
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
-            await asyncio.wait_for(self._proc.stdout.readexactly(1), timeout=30)
+            await asyncio.wait_for(proc.stdout.readexactly(1), timeout=30)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError):
-            raise StoreUnavailable(f"the writer process did not start (exit code {self._proc.returncode})") from None
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            raise StoreUnavailable(f"the writer process did not start (exit code {proc.returncode})") from None
+        child = _Child(proc)
         self._last_commit = 0
-        self._reader = asyncio.create_task(self._read_replies(self._proc), name="backchannel-writer-replies")
+        child.reader = asyncio.create_task(self._read_replies(child), name="backchannel-writer-replies")
+        self._child = child
 
     async def call(self, op: Op) -> Any:
-        if self._closing or self._proc is None or self._proc.stdin.is_closing():
+        child = self._child
+        if self._closing or child is None or child.gone:
             raise StoreUnavailable("the store is not accepting writes")
         self._next_id += 1
+        request_id = self._next_id
         future = asyncio.get_running_loop().create_future()
-        self._pending[self._next_id] = future
+        child.pending[request_id] = future
         # Requests made in the same loop iteration go out in one write: one syscall (and one wake-up of the
         # writer) for all of them, rather than one each.
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._send_outbox)
-        self._outbox.append(_frame(self._encode(Request(self._next_id, op))))
-        await self._proc.stdin.drain()
-        reply: Reply = await future
+        if not child.outbox:
+            asyncio.get_running_loop().call_soon(self._send, child)
+        child.outbox.append(_frame(self._encode(Request(request_id, op))))
+        try:
+            reply: Reply = await asyncio.wait_for(future, self.REPLY_TIMEOUT)
+        except asyncio.TimeoutError:
+            child.pending.pop(request_id, None)
+            raise StoreUnavailable("the writer process did not answer in time") from None
         if reply.ok:
             return reply.result
         if reply.error.startswith("unavailable"):
             raise StoreUnavailable(reply.error)
         raise ValueError(reply.error)
 
-    def _send_outbox(self) -> None:
-        frames, self._outbox = self._outbox, []
-        if self._proc is not None and not self._proc.stdin.is_closing():
-            self._proc.stdin.write(b"".join(frames))
+    def _send(self, child: _Child) -> None:
+        frames, child.outbox = child.outbox, []
+        if frames and not child.gone and not child.proc.stdin.is_closing():
+            child.proc.stdin.write(b"".join(frames))  # a broken pipe shows up as EOF on the reader's side
 
-    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
-        stdout = proc.stdout
+    async def _read_replies(self, child: _Child) -> None:
+        stdout = child.proc.stdout
         try:
             while True:
                 (length,) = _LENGTH.unpack(await stdout.readexactly(4))
@@ -282,37 +304,45 @@ class WriterProcess:
                 if reply.commit != self._last_commit and reply.commit:
                     self._last_commit = reply.commit
                     self._on_commit(reply.events, reply.seconds)
-                future = self._pending.pop(reply.id, None)
+                future = child.pending.pop(reply.id, None)
                 if future is not None and not future.done():
                     future.set_result(reply)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        # The child is gone: whatever it had not answered may or may not be committed; the clients must retry
-        # (their event ids make that safe).
-        for future in self._pending.values():
+        # The child is gone. What it had not answered may or may not be committed: those requests fail (503) and
+        # their clients retry, which their event ids make safe. Nothing more is sent to it.
+        child.gone = True
+        for future in child.pending.values():
             if not future.done():
                 future.set_exception(StoreUnavailable("the writer process exited"))
-        self._pending.clear()
-        await proc.wait()
+        child.pending.clear()
+        await child.proc.wait()
         if self._closing:
             return
-        log.error("the writer process exited with %s; restarting it", proc.returncode)
-        await asyncio.sleep(0.2)
-        if not self._closing:
+        log.error("the writer process exited with %s; restarting it", child.proc.returncode)
+        delay = 0.2
+        while not self._closing and self._child is child:
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
             try:
                 await self.start()
             except StoreUnavailable as exc:
                 log.error("%s", exc)
+                delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
         """Stop taking writes; the child answers everything it was sent, then exits."""
         self._closing = True
-        while self._reader is not None and not self._reader.done():  # (a restart may swap in a new one meanwhile)
-            if self._proc is not None and not self._proc.stdin.is_closing():
-                self._proc.stdin.close()
-            await asyncio.shield(self._reader)
-        if self._proc is not None:
-            await self._proc.wait()
+        child = self._child
+        while child is not None:
+            self._send(child)  # what was queued this loop iteration still goes out
+            if not child.proc.stdin.is_closing():
+                child.proc.stdin.close()
+            if child.reader is not None:
+                await asyncio.shield(child.reader)
+            await child.proc.wait()
+            child = self._child if self._child is not child else None  # a restart in flight may have swapped one in
 
 
 if __name__ == "__main__":
