@@ -10,7 +10,7 @@ import aiosqlite
 from gateway import tokens
 from gateway.schemas import Rating, StoredEvent, TraceIn, TraceOut
 from gateway.store import EventRow, Project, SecretKey
-from gateway.store.tables import PROJECT_SELECT, project_from_row
+from gateway.store.tables import PROJECT_SELECT, project_from_row, synchronous_mode
 from gateway.store.writer import CreateProject, InsertEvents, Meta, UpsertTrace, WriterProcess
 
 
@@ -21,10 +21,9 @@ class SQLiteStore:
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000, max_batch: int = 2000,
                  on_commit: Callable[[int, float], None] = lambda size, seconds: None) -> None:
         """`on_commit(events, seconds)` is called after each commit (for /metrics)."""
-        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.path = path
-        self._writer = WriterProcess(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms,
+        # Checked here, so a bad setting stops the gateway at start rather than its writer process.
+        self._writer = WriterProcess(path, synchronous=synchronous_mode(synchronous), busy_timeout_ms=busy_timeout_ms,
                                      max_batch=max_batch, on_commit=on_commit)
         self._reader: aiosqlite.Connection | None = None
 

@@ -88,14 +88,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def synchronous_mode(value: str) -> str:
+    """The `synchronous` pragma value for a setting, or ValueError naming the allowed ones."""
+    if value.upper() not in ("FULL", "NORMAL", "EXTRA"):
+        raise ValueError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {value!r}")
+    return value.upper()
+
+
 def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), with the schema in place."""
+    mode = synchronous_mode(synchronous)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
-    if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-        raise ValueError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
-    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute(f"PRAGMA synchronous = {mode}")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the random-UUID unique index stays in memory
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.executescript(SCHEMA)
