@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import msgspec
-from typing import Protocol, Sequence
+from typing import Awaitable, Protocol, Sequence
 
 from gateway.schemas import Reason, TraceIn, TraceOut
 
@@ -25,7 +26,7 @@ class Project:
     delay_ms: int
     created_at: int
 
-    @property
+    @cached_property  # a frozen dataclass still has a __dict__, where cached_property keeps it
     def reason_codes(self) -> frozenset[str]:
         return frozenset(r.code for r in self.reasons)
 
@@ -41,7 +42,7 @@ class SecretKey:
     revoked: bool
 
 
-class EventRow(msgspec.Struct):
+class EventRow(msgspec.Struct, array_like=True):  # array_like: smaller, faster frames to the writer
     """One validated event, ready to insert."""
 
     id: str
@@ -68,5 +69,5 @@ class Store(Protocol):
                              ) -> tuple[Project, str]: ...
     async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool: ...
     async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None: ...
-    async def write_events(self, project_id: int, rows: Sequence[EventRow]) -> list[str]: ...
+    def write_events(self, project_id: int, rows: list[EventRow]) -> Awaitable[list[str]]: ...
     async def meta(self, name: str, default: str) -> str: ...

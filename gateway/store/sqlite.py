@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import aiosqlite
 
@@ -85,32 +85,34 @@ class SQLiteStore:
     async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool:
         return await self._writer.call(UpsertTrace(project_id, trace))
 
-    async def write_events(self, project_id: int, rows: Sequence[EventRow]) -> list[str]:
-        return await self._writer.call(InsertEvents(project_id, list(rows)))
+    def write_events(self, project_id: int, rows: list[EventRow]) -> Awaitable[list[str]]:
+        return self._writer.call(InsertEvents(project_id, rows))  # no coroutine of its own: one layer less to resume
 
     async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None:
         row = await self._one(
-            "SELECT trace_id, session_id, user_id, model, template, template_version, input, output, metadata, ts"
+            "SELECT row, trace_id, session_id, user_id, model, template, template_version, input, output, metadata, ts"
             " FROM traces WHERE project_id = ? AND trace_id = ?", (project_id, trace_id))
         if row is None:
             return None
-        key = (project_id, trace_id)
+        trace = (row[0],)
         async with self._reader.execute(
-            "SELECT id, type, session_id, ts, received_at, value, reason, comment, props FROM events"
-            " WHERE project_id = ? AND trace_id = ? ORDER BY seq", key) as cur:
+            "SELECT id, type, session_id, ts, received_at, value, reason, comment, props FROM events WHERE trace = ?"
+            " ORDER BY seq", trace) as cur:
             events = [
                 StoredEvent(id=r[0], type=r[1], session_id=r[2], ts=r[3], received_at=r[4], value=r[5], reason=r[6],
                             comment=r[7], **(json.loads(r[8]) if r[8] else {}))
                 async for r in cur
             ]
         async with self._reader.execute(
-            "SELECT session_id, value, reason, comment, updated_at FROM votes WHERE project_id = ? AND trace_id = ?"
-            " ORDER BY session_id", key) as cur:
+            "SELECT session_id, value, reason, comment, updated_at FROM votes WHERE trace = ? ORDER BY session_id",
+            trace) as cur:
             rating = [Rating(*r) async for r in cur]
+        # Sessions per implicit signal type: repeats in one session count once.
         async with self._reader.execute(
-            "SELECT type, count(*) FROM signals WHERE project_id = ? AND trace_id = ? GROUP BY type", key) as cur:
+            "SELECT type, count(DISTINCT session_id) FROM events WHERE trace = ? AND type != 'feedback' GROUP BY type",
+            trace) as cur:
             signals = {r[0]: r[1] async for r in cur}
-        return TraceOut(trace_id=row[0], session_id=row[1], user_id=row[2], model=row[3], template=row[4],
-                        template_version=row[5], input=row[6], output=row[7],
-                        metadata=json.loads(row[8]) if row[8] else None, ts=row[9], events=events, rating=rating,
+        return TraceOut(trace_id=row[1], session_id=row[2], user_id=row[3], model=row[4], template=row[5],
+                        template_version=row[6], input=row[7], output=row[8],
+                        metadata=json.loads(row[9]) if row[9] else None, ts=row[10], events=events, rating=rating,
                         signals=signals)

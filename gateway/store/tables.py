@@ -14,6 +14,7 @@ from gateway import tokens
 from gateway.schemas import DEFAULT_REASONS, Reason, TraceIn
 from gateway.store import EventRow, Project
 
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0 is a new file or the first schema (text trace ids)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS projects (
@@ -34,7 +35,9 @@ CREATE TABLE IF NOT EXISTS secret_keys (
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
+-- `row` is how events and votes refer to a trace: an INTEGER PRIMARY KEY is the rowid itself, which VACUUM keeps.
 CREATE TABLE IF NOT EXISTS traces (
+    row INTEGER PRIMARY KEY,
     project_id INTEGER NOT NULL,
     trace_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -43,13 +46,14 @@ CREATE TABLE IF NOT EXISTS traces (
     ts INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (project_id, trace_id)
+    UNIQUE (project_id, trace_id)
 );
+-- The log, in arrival order (seq). Which sessions sent each implicit signal is counted from it when a trace is read.
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     project_id INTEGER NOT NULL,
     id TEXT NOT NULL,
-    trace_id TEXT NOT NULL,
+    trace INTEGER NOT NULL REFERENCES traces (row),
     session_id TEXT NOT NULL,
     type TEXT NOT NULL,
     value INTEGER, reason TEXT, comment TEXT, props TEXT,
@@ -58,25 +62,15 @@ CREATE TABLE IF NOT EXISTS events (
     ip_hash TEXT NOT NULL,
     UNIQUE (project_id, id)
 );
-CREATE INDEX IF NOT EXISTS events_by_trace ON events (project_id, trace_id);
+CREATE INDEX IF NOT EXISTS events_by_trace ON events (trace);
 -- The current explicit vote per (trace, session); the event log keeps the history.
 CREATE TABLE IF NOT EXISTS votes (
-    project_id INTEGER NOT NULL,
-    trace_id TEXT NOT NULL,
+    trace INTEGER NOT NULL REFERENCES traces (row),
     session_id TEXT NOT NULL,
     value INTEGER NOT NULL, reason TEXT, comment TEXT,
     ts INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (project_id, trace_id, session_id)
-);
--- The first implicit signal of each kind per (trace, session): repeats count once in rates.
-CREATE TABLE IF NOT EXISTS signals (
-    project_id INTEGER NOT NULL,
-    trace_id TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    PRIMARY KEY (project_id, trace_id, session_id, type)
+    PRIMARY KEY (trace, session_id)
 ) WITHOUT ROWID;
 """
 
@@ -96,16 +90,94 @@ def synchronous_mode(value: str) -> str:
 
 
 def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), with the schema in place."""
+    """A connection in autocommit mode (transactions are explicit), with the schema in place: created in a new file,
+    migrated in an older one. A file of a newer schema version is refused (RuntimeError) and left as it is."""
     mode = synchronous_mode(synchronous)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {mode}")
-    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the random-UUID unique index stays in memory
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.executescript(SCHEMA)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        version = _schema_version(conn, path)  # before anything writes
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {mode}")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the random-UUID unique index stays in memory
+        conn.execute("PRAGMA temp_store = MEMORY")
+        if version != SCHEMA_VERSION:
+            _install_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, SCHEMA_VERSION):
+        raise RuntimeError(f"{path} has schema version {version}, which this Backchannel does not know (it uses"
+                           f" version {SCHEMA_VERSION}); was it written by a newer release?")
+    return version
+
+
+def _install_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the schema in a new file, or migrate the first one: in one transaction, all or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Again under the write lock: another process (the writer, a CLI command) may have just done it.
+        if _schema_version(conn, path) == SCHEMA_VERSION:
+            conn.execute("ROLLBACK")
+            return
+        traces = [column for _, column, *_ in conn.execute("PRAGMA table_info(traces)")]
+        if not traces:
+            _create(conn)
+        elif "row" not in traces:
+            try:
+                _migrate_from_text_trace_ids(conn)
+            except sqlite3.Error as exc:
+                raise RuntimeError(f"could not migrate {path} to schema version {SCHEMA_VERSION}, so it is left as it"
+                                   f" was: {exc}") from exc
+        else:
+            raise RuntimeError(f"{path} has schema version 0 but its traces table is not the first schema's")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    # One statement at a time: executescript would first COMMIT the transaction they belong to.
+    statement = ""
+    for line in SCHEMA.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+_TRACE_COLUMNS = ("project_id, trace_id, session_id, user_id, model, template, template_version, input, output,"
+                  " metadata, ts, created_at, updated_at")
+
+
+def _migrate_from_text_trace_ids(conn: sqlite3.Connection) -> None:
+    """The first schema keyed events, votes and signals by the text trace id; now they hold the trace's integer row,
+    and signals are counted from the event log. Runs inside `_install_schema`'s transaction."""
+    for table in ("traces", "events", "votes"):
+        conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+    conn.execute("DROP INDEX events_by_trace")  # it went along to old_events; the new index takes its name
+    _create(conn)
+    conn.execute(f"INSERT INTO traces ({_TRACE_COLUMNS}) SELECT {_TRACE_COLUMNS} FROM old_traces ORDER BY rowid")
+    # A row without a trace (which the first schema allowed) fails the NOT NULL on `trace`, and so the migration.
+    conn.execute(
+        "INSERT INTO events (seq, project_id, id, trace, session_id, type, value, reason, comment, props, ts,"
+        " received_at, ip_hash) SELECT e.seq, e.project_id, e.id, t.row, e.session_id, e.type, e.value, e.reason,"
+        " e.comment, e.props, e.ts, e.received_at, e.ip_hash FROM old_events AS e"
+        " LEFT JOIN traces AS t USING (project_id, trace_id) ORDER BY e.seq")
+    conn.execute(
+        "INSERT INTO votes (trace, session_id, value, reason, comment, ts, updated_at)"
+        " SELECT t.row, v.session_id, v.value, v.reason, v.comment, v.ts, v.updated_at FROM old_votes AS v"
+        " LEFT JOIN traces AS t USING (project_id, trace_id)")
+    for table in ("old_traces", "old_events", "old_votes", "signals"):
+        conn.execute(f"DROP TABLE {table}")
 
 
 # --- Write jobs: plain functions of a connection, run inside the writer's transaction (or the CLI's). ---
@@ -177,32 +249,34 @@ def upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> b
 
 _encode_json = msgspec.json.Encoder().encode
 
-_INSERT_EVENTS = (
-    "INSERT INTO events (project_id, id, trace_id, session_id, type, value, reason, comment, props, ts, received_at,"
-    " ip_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# Two inserts: implicit signals leave value, reason and comment out rather than binding None to them (the sqlite3
+# module looks for an adapter for every None it binds: a tenth of the writer's time). So that the log keeps arrival
+# order all the same, `seq` is given explicitly. Ids were looked up first; ON CONFLICT DO NOTHING keeps the unique
+# constraint the last word all the same.
+_INSERT_FEEDBACK = (
+    "INSERT INTO events (seq, project_id, id, trace, session_id, type, value, reason, comment, props, ts, received_at,"
+    " ip_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_INSERT_SIGNALS = (
+    "INSERT INTO events (seq, project_id, id, trace, session_id, type, props, ts, received_at, ip_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 # Newest vote wins by client time, so a late retry of an older click cannot undo a newer one.
 _UPSERT_VOTES = (
-    "INSERT INTO votes (project_id, trace_id, session_id, value, reason, comment, ts, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, trace_id, session_id) DO UPDATE SET"
-    " value = excluded.value, reason = excluded.reason, comment = excluded.comment, ts = excluded.ts,"
-    " updated_at = excluded.updated_at WHERE excluded.ts >= votes.ts")
-_INSERT_SIGNALS = (
-    "INSERT INTO signals (project_id, trace_id, session_id, type, ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-
-
-def _present(conn: sqlite3.Connection, table: str, column: str, project_id: int, values: set[str]) -> set[str]:
-    """Which of `values` the project's `table` has in `column`."""
-    return {row[0] for row in conn.execute(
-        f"SELECT {column} FROM {table} WHERE project_id = ? AND {column} IN (SELECT value FROM json_each(?))",
-        (project_id, _encode_json(sorted(values))))}
+    "INSERT INTO votes (trace, session_id, value, reason, comment, ts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (trace, session_id) DO UPDATE SET value = excluded.value, reason = excluded.reason,"
+    " comment = excluded.comment, ts = excluded.ts, updated_at = excluded.updated_at WHERE excluded.ts >= votes.ts")
+_TRACE_ROWS = "SELECT row, trace_id FROM traces WHERE project_id = ? AND trace_id IN (SELECT value FROM json_each(?))"
+_STORED_IDS = "SELECT id FROM events WHERE project_id = ? AND id IN (SELECT value FROM json_each(?))"
 
 
 def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow]]],
-                          known_traces: set[tuple[int, str]]) -> list[list[str]]:
+                          known_traces: dict[tuple[int, str], int]) -> list[list[str]]:
     """Insert many requests' events at once; per request, per row: "accepted", "duplicate" or "unknown_trace".
 
-    Runs inside the writer's IMMEDIATE transaction, so no other process writes between the look-ups and the inserts:
-    an id already stored (or earlier in this commit) is a duplicate and is not inserted again.
+    `known_traces` maps (project_id, trace_id) to the trace's row: a cache the caller keeps across commits, to which
+    this adds the traces it looks up. Runs inside the writer's IMMEDIATE transaction, so no other process writes
+    between the look-ups and the inserts: an id already stored (or earlier in this commit) is a duplicate and is not
+    inserted again.
     """
     received = now_ms()
     by_project: dict[int, tuple[set[str], set[str]]] = {}
@@ -213,14 +287,18 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
     stored: set[tuple[int, str]] = set()
     for project_id, (traces, ids) in by_project.items():
         if traces:
-            known_traces.update((project_id, t) for t in _present(conn, "traces", "trace_id", project_id, traces))
-        stored.update((project_id, i) for i in _present(conn, "events", "id", project_id, ids))
+            known_traces.update(((project_id, trace_id), trace) for trace, trace_id in conn.execute(
+                _TRACE_ROWS, (project_id, _encode_json(sorted(traces)))))
+        stored.update((project_id, i) for (i,) in conn.execute(_STORED_IDS,
+                                                                (project_id, _encode_json(sorted(ids)))))
 
-    events, votes, signals, outcomes = [], [], [], []
+    seq = conn.execute(_LAST_SEQ).fetchone()[0]  # stable: the transaction holds the write lock
+    feedback, signals, votes, outcomes = [], [], [], []
     for project_id, rows in batches:
         outcome = []
         for row in rows:
-            if (project_id, row.trace_id) not in known_traces:
+            trace = known_traces.get((project_id, row.trace_id))
+            if trace is None:
                 outcome.append("unknown_trace")
                 continue
             if (project_id, row.id) in stored:
@@ -228,15 +306,16 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
                 continue
             stored.add((project_id, row.id))
             outcome.append("accepted")
-            events.append((project_id, row.id, row.trace_id, row.session_id, row.type, row.value, row.reason,
-                           row.comment, row.props, row.ts, received, row.ip_hash))
+            seq += 1
             if row.type == "feedback":
-                votes.append((project_id, row.trace_id, row.session_id, row.value, row.reason, row.comment, row.ts,
-                              received))
+                feedback.append((seq, project_id, row.id, trace, row.session_id, row.type, row.value, row.reason,
+                                 row.comment, row.props, row.ts, received, row.ip_hash))
+                votes.append((trace, row.session_id, row.value, row.reason, row.comment, row.ts, received))
             else:
-                signals.append((project_id, row.trace_id, row.session_id, row.type, row.ts))
+                signals.append((seq, project_id, row.id, trace, row.session_id, row.type, row.props, row.ts,
+                                received, row.ip_hash))
         outcomes.append(outcome)
-    for sql, rows in ((_INSERT_EVENTS, events), (_UPSERT_VOTES, votes), (_INSERT_SIGNALS, signals)):
+    for sql, rows in ((_INSERT_FEEDBACK, feedback), (_INSERT_SIGNALS, signals), (_UPSERT_VOTES, votes)):
         if rows:
             conn.executemany(sql, rows)
     return outcomes
