@@ -53,7 +53,13 @@ def problem_type(code: str) -> str:
     return f"urn:backchannel:problem:{code}"
 
 
-def problem_response(code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+def problem_body(code: str, detail: str) -> tuple[int, bytes]:
+    """The HTTP status and problem+json body for a whole-request error."""
     status, title = ERRORS[code]
-    body = Problem(type=problem_type(code), title=title, status=status, detail=detail)
-    return Response(_encoder.encode(body), status_code=status, media_type="application/problem+json", headers=headers)
+    assert status is not None, f"{code} is a per-event code"
+    return status, _encoder.encode(Problem(type=problem_type(code), title=title, status=status, detail=detail))
+
+
+def problem_response(code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    status, body = problem_body(code, detail)
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)

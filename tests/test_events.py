@@ -348,6 +348,28 @@ async def test_writer_process_killed_answers_503_then_the_gateway_recovers(harne
     assert (await harness.client.get("/readyz")).status_code == 200
 
 
+async def test_a_writer_that_stops_answering_gets_503_not_a_hung_request(harness, monkeypatch):
+    import asyncio
+    import os
+    import signal
+
+    from gateway.store.writer import WriterProcess
+
+    monkeypatch.setattr(WriterProcess, "REPLY_TIMEOUT", 0.5)
+    token = await harness.trace()
+    pid = harness.gateway.store.writer_pid
+    os.kill(pid, signal.SIGSTOP)  # alive but silent, as when stuck on a disk
+    try:
+        stuck = await asyncio.wait_for(harness.send(event(token=token)), timeout=10)
+        assert stuck.status_code == 503 and stuck.json()["type"] == "urn:backchannel:problem:store_unavailable"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Once it answers again, the gateway goes on with the same writer; the late reply is dropped.
+    later = await harness.send(event(token=token))
+    assert later.json()["results"][0]["status"] == "accepted"
+    assert harness.gateway.store.writer_pid == pid
+
+
 async def test_a_revoked_key_stops_working_in_a_running_gateway(harness):
     import asyncio
 

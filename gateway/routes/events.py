@@ -1,4 +1,8 @@
-"""`POST /v1/events`: the browser's door. Authenticate, validate, rate-limit, de-duplicate, commit, then answer."""
+"""`POST /v1/events`: the browser's door. Authenticate, validate, rate-limit, de-duplicate, commit, then answer.
+
+Nearly every request the gateway serves comes here, so this route is a raw ASGI app (`EventsEndpoint`): the
+application hands it `POST /v1/events` before Starlette's middleware and router, and it answers its own errors.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import tokens
-from gateway.errors import HTTPProblem
+from gateway.errors import HTTPProblem, problem_body
 from gateway.ratelimit import Limit
 from gateway.schemas import (
     EVENT_PROPS, MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, Event, EventBatch, EventResult, EventResults, Feedback,
+    TypedEventBatch,
 )
 from gateway.scrub import scrub
 from gateway.store import EventRow, Project, StoreUnavailable
@@ -25,27 +31,28 @@ from gateway.store import EventRow, Project, StoreUnavailable
 ACCEPTED_TYPES = (b"application/json", b"text/plain")
 
 _decode_batch = msgspec.json.Decoder(EventBatch).decode
+_decode_typed_batch = msgspec.json.Decoder(TypedEventBatch).decode
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode
 _encode_props = msgspec.json.Encoder().encode
+# Per event class: its type tag and the fields kept in the row's `props`.
+_KINDS = {cls: (cls.__struct_config__.tag, names) for cls, names in EVENT_PROPS.items()}
 
 
-def header_map(request: Request) -> dict[bytes, bytes]:
-    """The request's headers in one dict (ASGI names are lower-case): one pass, not a scan per look-up."""
-    return dict(request.scope["headers"])
-
-
-async def read_body(request: Request, headers: dict[bytes, bytes], limit: int) -> bytes:
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
     """The request body, decompressed, refused (413) past `limit` bytes — checked while reading, not after."""
-    encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
-    if encoding not in ("identity", "gzip"):
-        raise HTTPProblem("unsupported_media_type", f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None:
+        encoding = encoding.decode("latin-1").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise HTTPProblem("unsupported_media_type",
+                              f"Content-Encoding {encoding!r} is not supported; use gzip or none")
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPProblem("too_large", f"body is {declared.decode()} bytes; the limit is {limit}")
     chunks, size = [], 0
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise HTTPProblem("malformed", "the client went away before the body ended")
         chunk = message.get("body", b"")
@@ -82,10 +89,10 @@ def _raw_id(raw: bytes) -> str:
     return str(value.get("id", "")) if isinstance(value, dict) else ""
 
 
-def client_ip(request: Request, headers: dict[bytes, bytes], trust_forwarded_for: bool) -> str:
+def client_ip(scope: Scope, headers: dict[bytes, bytes], trust_forwarded_for: bool) -> str:
     if trust_forwarded_for and (forwarded := headers.get(b"x-forwarded-for")):
         return forwarded.decode("latin-1").split(",")[0].strip()
-    client = request.scope.get("client")
+    client = scope.get("client")
     return client[0] if client else "unknown"
 
 
@@ -170,49 +177,86 @@ def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_
             return _Checked(event_id, error="invalid_reason")
         value, reason = event.value, event.reason
         comment = scrub(event.comment) if event.comment else None
-    props = {name: prop for name in EVENT_PROPS[type(event)] if (prop := getattr(event, name)) is not None}
-    row = EventRow(id=event_id, trace_id=event.trace_id, session_id=session_id, type=event.__struct_config__.tag,
-                   value=value, reason=reason, comment=comment, props=_encode_props(props).decode() if props else None,
-                   ts=event.ts, ip_hash=ip_hash)
+    kind, prop_names = _KINDS[type(event)]
+    props = {name: prop for name in prop_names if (prop := getattr(event, name)) is not None}
+    row = EventRow(event_id, event.trace_id, session_id, kind, value, reason, comment,
+                   _encode_props(props).decode() if props else None, event.ts, ip_hash)
     return _Checked(event_id, row=row)
 
 
-async def post_events(request: Request) -> Response:
-    gateway = request.app.state.gateway
-    headers = header_map(request)
-    origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
-    cors = cors_headers(origin)
-    try:
-        return await _post_events(request, headers, origin, gateway, cors)
-    except HTTPProblem as problem:
-        gateway.metrics.requests_failed[problem.code] += 1
-        raise HTTPProblem(problem.code, problem.detail, {**problem.headers, **cors}) from None
+class EventsEndpoint:
+    """`POST /v1/events` as a raw ASGI app: answers every request itself, errors (problem+json) included."""
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        headers = dict(scope["headers"])  # one pass, not a scan per look-up (ASGI names are lower-case)
+        origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
+        cors = _raw_cors_headers(origin)
+        try:
+            body = await _post_events(gateway, scope, receive, headers, origin)
+        except HTTPProblem as problem:
+            gateway.metrics.requests_failed[problem.code] += 1
+            status, body = problem_body(problem.code, problem.detail)
+            extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in problem.headers.items()]
+            await _answer(send, status, b"application/problem+json", body, [*cors, *extra])
+            return
+        await _answer(send, 200, b"application/json", body, cors)
 
 
-async def _post_events(request: Request, headers: dict[bytes, bytes], origin: str | None, gateway: Any,
-                       cors: dict[str, str]) -> Response:
-    settings = gateway.settings
-    media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-    if media_type not in ACCEPTED_TYPES:
-        raise HTTPProblem("unsupported_media_type", "send application/json or text/plain (sendBeacon) JSON")
-    body = await read_body(request, headers, settings.max_body_bytes)
+@lru_cache(maxsize=1024)
+def _raw_cors_headers(origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in cors_headers(origin).items())
+
+
+async def _answer(send: Send, status: int, content_type: bytes, body: bytes, headers: Any) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _decode_body(body: bytes) -> tuple[str, list[Event | _Checked]]:
+    """The batch's project key and its events, each decoded or the error it was rejected with.
+
+    Most batches are valid throughout, so one typed decode does them all; one invalid event sends the batch through
+    the per-event path instead, where a bad event rejects only itself.
+    """
+    if len(body) <= MAX_EVENT_BYTES:  # so no event in it can be over the per-event limit
+        try:
+            typed = _decode_typed_batch(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        else:
+            return typed.project, typed.events
     try:
         batch = _decode_batch(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPProblem("malformed", f"body is not a valid event batch: {exc}") from None
-    if batch.project.startswith("sk_"):
+    return batch.project, [_decode(raw) for raw in batch.events]
+
+
+async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
+                       origin: str | None) -> bytes:
+    settings = gateway.settings
+    media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if media_type not in ACCEPTED_TYPES:
+        raise HTTPProblem("unsupported_media_type", "send application/json or text/plain (sendBeacon) JSON")
+    body = await read_body(receive, headers, settings.max_body_bytes)
+    project_key, events = _decode_body(body)
+    if project_key.startswith("sk_"):
         raise HTTPProblem("unknown_project", "secret keys never work on browser routes; send the public key (pk_...)")
-    project = await gateway.directory.project(batch.project)
+    project = await gateway.directory.project(project_key)
     if project is None:
         raise HTTPProblem("unknown_project", "no project has this public key")
     if not project.allows_origin(origin):
         raise HTTPProblem("origin_not_allowed", f"origin {origin!r} is not allowed for this project")
-    if len(batch.events) > MAX_EVENTS_PER_REQUEST:
-        raise HTTPProblem("too_large", f"{len(batch.events)} events; at most {MAX_EVENTS_PER_REQUEST} per request")
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        raise HTTPProblem("too_large", f"{len(events)} events; at most {MAX_EVENTS_PER_REQUEST} per request")
 
-    ip = client_ip(request, headers, settings.trust_forwarded_for)
+    ip = client_ip(scope, headers, settings.trust_forwarded_for)
     ip_hash = hash_ip(ip, gateway.ip_salt, gateway.today())
-    events = [_decode(raw) for raw in batch.events]
     claims = await _signed_claims(gateway, project, events)
     now = time.time()
     checked = [e if isinstance(e, _Checked) else _check(e, project, claims, ip_hash, now) for e in events]
@@ -226,8 +270,9 @@ async def _post_events(request: Request, headers: dict[bytes, bytes], origin: st
     limits = [Limit(f"s:{project.id}:{s}", gateway.rates.session, n) for s, n in sessions.items()]
     limits.append(Limit(f"ip:{project.id}:{ip_hash}", gateway.rates.ip, cost))
     limits.append(Limit(f"p:{project.id}", gateway.rates.project, cost))
-    candidates = {item.id for item in checked if item.row is not None}
-    check = await gateway.limiter.check(limits, [f"{project.id}:{i}" for i in candidates])
+    prefix = f"{project.id}:"
+    keys = {item.id: prefix + item.id for item in checked if item.row is not None}  # de-dup keys, namespaced
+    check = await gateway.limiter.check(limits, list(keys.values()))
     if not check.allowed:
         retry = max(1, math.ceil(check.retry_after))
         raise HTTPProblem("rate_limited", f"rate limit reached; retry in {retry} s", {"Retry-After": str(retry)})
@@ -239,7 +284,7 @@ async def _post_events(request: Request, headers: dict[bytes, bytes], origin: st
     for item in checked:
         if item.row is None:
             results.append(EventResult(item.id, "rejected", item.error))
-        elif item.id in seen_here or f"{project.id}:{item.id}" in check.seen:
+        elif item.id in seen_here or (check.seen and keys[item.id] in check.seen):
             results.append(EventResult(item.id, "duplicate"))
         else:
             seen_here.add(item.id)
@@ -253,29 +298,16 @@ async def _post_events(request: Request, headers: dict[bytes, bytes], origin: st
                               {"Retry-After": "1"}) from None
         committed = []
         for (index, row), outcome in zip(to_store, outcomes):
-            if outcome in ("accepted", "duplicate"):
+            if outcome == "accepted" or outcome == "duplicate":
                 results[index] = EventResult(row.id, outcome)
-                committed.append(f"{project.id}:{row.id}")
+                committed.append(keys[row.id])
             else:
                 results[index] = EventResult(row.id, "rejected", outcome)
         gateway.remember_later(committed)
 
+    statuses, errors = gateway.metrics.events, gateway.metrics.rejected
     for result in results:
-        gateway.metrics.events[result.status] += 1
+        statuses[result.status] += 1
         if result.error:
-            gateway.metrics.rejected[result.error] += 1
-    return _JSONAnswer(_encode(EventResults(results)), cors)
-
-
-class _JSONAnswer(Response):
-    """A 200 JSON answer with its headers built directly: `Response.__init__` re-encodes and re-checks every
-    header, a cost this route would pay on every request."""
-
-    media_type = "application/json"
-
-    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
-        self.status_code = 200
-        self.body = body
-        self.background = None
-        self.raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())]
+            errors[result.error] += 1
+    return _encode(EventResults(results))

@@ -86,9 +86,9 @@ class _Committer:
         self.conn = conn
         self.max_batch = max_batch
         self.commits = 0
-        # (project_id, trace_id) pairs known to exist (traces are never deleted); forgotten on a rollback, which may
-        # have undone a trace seen in the failed transaction.
-        self.known_traces: set[tuple[int, str]] = set()
+        # (project_id, trace_id) -> row of the traces known to exist (traces are never deleted, their rows never
+        # change); forgotten on a rollback, which may have undone a trace seen in the failed transaction.
+        self.known_traces: dict[tuple[int, str], int] = {}
 
     def run(self, requests: list[Request]) -> list[Reply]:
         """Commit `requests` in as few transactions as `max_batch` allows; one reply each."""
@@ -218,17 +218,17 @@ class _Child:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.pending: dict[int, asyncio.Future] = {}
+        self.pending: dict[int, tuple[float, asyncio.Future]] = {}  # request id -> (due by, loop time; reply)
         self.outbox: list[bytes] = []
         self.gone = False
         self.reader: asyncio.Task | None = None
+        self.sweeper: asyncio.Task | None = None
 
 
 class WriterProcess:
     """Runs the writer child and turns requests into awaitable replies. Restarts it if it dies."""
 
-    # A safety net, not a deadline: a request never waits forever on a writer that stopped answering.
-    REPLY_TIMEOUT = 30.0
+    REPLY_TIMEOUT = 30.0  # seconds; see _fail_overdue
 
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int, max_batch: int,
                  on_commit: Any) -> None:
@@ -264,6 +264,7 @@ class WriterProcess:
         child = _Child(proc)
         self._last_commit = 0
         child.reader = asyncio.create_task(self._read_replies(child), name="backchannel-writer-replies")
+        child.sweeper = asyncio.create_task(self._fail_overdue(child), name="backchannel-writer-overdue")
         self._child = child
 
     async def call(self, op: Op) -> Any:
@@ -272,18 +273,15 @@ class WriterProcess:
             raise StoreUnavailable("the store is not accepting writes")
         self._next_id += 1
         request_id = self._next_id
-        future = asyncio.get_running_loop().create_future()
-        child.pending[request_id] = future
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        child.pending[request_id] = (loop.time() + self.REPLY_TIMEOUT, future)
         # Requests made in the same loop iteration go out in one write: one syscall (and one wake-up of the
         # writer) for all of them, rather than one each.
         if not child.outbox:
-            asyncio.get_running_loop().call_soon(self._send, child)
+            loop.call_soon(self._send, child)
         child.outbox.append(_frame(self._encode(Request(request_id, op))))
-        try:
-            reply: Reply = await asyncio.wait_for(future, self.REPLY_TIMEOUT)
-        except asyncio.TimeoutError:
-            child.pending.pop(request_id, None)
-            raise StoreUnavailable("the writer process did not answer in time") from None
+        reply: Reply = await future
         if reply.ok:
             return reply.result
         if reply.error.startswith("unavailable"):
@@ -297,22 +295,26 @@ class WriterProcess:
 
     async def _read_replies(self, child: _Child) -> None:
         stdout = child.proc.stdout
+        buffer = bytearray()
         try:
-            while True:
-                (length,) = _LENGTH.unpack(await stdout.readexactly(4))
-                reply = self._decode(await stdout.readexactly(length))
-                if reply.commit != self._last_commit and reply.commit:
-                    self._last_commit = reply.commit
-                    self._on_commit(reply.events, reply.seconds)
-                future = child.pending.pop(reply.id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
-        except (asyncio.IncompleteReadError, ConnectionError):
+            while chunk := await stdout.read(1 << 20):  # whatever has arrived: often the replies of a whole commit
+                buffer += chunk
+                offset = 0
+                while len(buffer) - offset >= 4:
+                    (length,) = _LENGTH.unpack_from(buffer, offset)
+                    if len(buffer) - offset - 4 < length:
+                        break
+                    self._answer(child, self._decode(memoryview(buffer)[offset + 4:offset + 4 + length]))
+                    offset += 4 + length
+                del buffer[:offset]
+        except ConnectionError:
             pass
         # The child is gone. What it had not answered may or may not be committed: those requests fail (503) and
         # their clients retry, which their event ids make safe. Nothing more is sent to it.
         child.gone = True
-        for future in child.pending.values():
+        if child.sweeper is not None:
+            child.sweeper.cancel()
+        for _, future in child.pending.values():
             if not future.done():
                 future.set_exception(StoreUnavailable("the writer process exited"))
         child.pending.clear()
@@ -330,6 +332,27 @@ class WriterProcess:
             except StoreUnavailable as exc:
                 log.error("%s", exc)
                 delay = min(delay * 2, 5.0)
+
+    def _answer(self, child: _Child, reply: Reply) -> None:
+        if reply.commit != self._last_commit and reply.commit:
+            self._last_commit = reply.commit
+            self._on_commit(reply.events, reply.seconds)
+        _, future = child.pending.pop(reply.id, (None, None))
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def _fail_overdue(self, child: _Child) -> None:
+        """A safety net, not a deadline: a request never waits forever on a writer that stopped answering. One
+        sweep a second for all of them, rather than a timer per request."""
+        loop = asyncio.get_running_loop()
+        while not child.gone:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for request_id, (due, future) in list(child.pending.items()):
+                if due <= now:
+                    del child.pending[request_id]
+                    if not future.done():
+                        future.set_exception(StoreUnavailable("the writer process did not answer in time"))
 
     async def close(self) -> None:
         """Stop taking writes; the child answers everything it was sent, then exits."""
