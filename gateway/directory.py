@@ -6,6 +6,7 @@ are remembered briefly too, so a flood of bad keys does not become a flood of da
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Awaitable, Callable, Generic, TypeVar
 
@@ -13,6 +14,13 @@ from starlette.requests import Request
 
 from gateway.errors import HTTPProblem
 from gateway.store import Project, SecretKey, Store
+
+class Miss(enum.Enum):
+    MISS = "MISS"
+
+
+MISS = Miss.MISS
+"""What the synchronous look-ups (`peek`, `cached_*`) answer when they would have to read the store."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -27,11 +35,16 @@ class _Cache(Generic[K, V]):
         self._max = max_entries
         self._entries: dict[K, tuple[float, V | None]] = {}
 
-    async def get(self, key: K) -> V | None:
-        now = time.monotonic()
+    def peek(self, key: K) -> V | None | Miss:
+        """The cached value (None: known not to exist), or MISS when it has to be loaded: `get` does that."""
         hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else MISS
+
+    async def get(self, key: K) -> V | None:
+        value = self.peek(key)
+        if value is not MISS:
+            return value
+        now = time.monotonic()
         value = await self._load(key)
         if len(self._entries) >= self._max:
             self._entries.clear()  # crude but bounded; a refill costs one read per live key
@@ -52,11 +65,16 @@ class Directory:
             return None
         return await self._projects.get(public_key)
 
+    def cached_project(self, public_key: str) -> Project | None | Miss:
+        """`project` without a coroutine when the answer is cached (the hot path asks on every request)."""
+        return self._projects.peek(public_key) if public_key.startswith("pk_") else None
+
     async def token_key(self, project: Project, kid: str) -> bytes | None:
-        key = await self._kids.get(kid)
-        if key is None or key.revoked or key.project_id != project.id:
-            return None
-        return key.token_key
+        return _live_token_key(await self._kids.get(kid), project)
+
+    def cached_token_key(self, project: Project, kid: str) -> bytes | None | Miss:
+        key = self._kids.peek(kid)
+        return key if key is MISS else _live_token_key(key, project)
 
     async def server_auth(self, request: Request) -> tuple[Project, str]:
         """The project and secret key of a server route's `Authorization: Bearer sk_...`, or a 401."""
@@ -73,3 +91,10 @@ class Directory:
         if project is None:
             raise HTTPProblem("unauthorized", "unknown or revoked secret key", {"WWW-Authenticate": "Bearer"})
         return project, credential
+
+
+def _live_token_key(key: SecretKey | None, project: Project) -> bytes | None:
+    """The key's token key, if it is a live key of this project."""
+    if key is None or key.revoked or key.project_id != project.id:
+        return None
+    return key.token_key

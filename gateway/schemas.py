@@ -31,9 +31,15 @@ MAX_COMMENT_CHARS = 1000
 Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 
 
+# An event's trace id needs no pattern of its own: it must equal a logged trace's id (checked when logged) and its
+# token's, or the event is refused (invalid_token, unknown_trace). Each pattern costs a regex call per event, which
+# was a third of decoding one.
+TraceRef = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 class _Event(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
     id: Uuid
-    trace_id: Id
+    trace_id: TraceRef
     ts: Millis
     token: Annotated[str, Meta(max_length=2048)] | None = None
     session_id: Id | None = None

@@ -115,6 +115,11 @@ class Verifier:
         self._verified: dict[str, Claims] = {}
         self._max = max_entries
 
+    def verified(self, token: str) -> Claims | None:
+        """The claims of a token whose signature was checked before; whether its key is still live is the caller's
+        to ask (`signed_claims` does both)."""
+        return self._verified.get(token)
+
     async def signed_claims(self, token: str, key_for: Callable[[str], Awaitable[bytes | None]]) -> Claims:
         """The claims of a token signed by a live key of the project (`key_for(kid)`), or InvalidToken."""
         claims = self._verified.get(token)

@@ -12,6 +12,7 @@ from gateway.ratelimit import Check, Limit
 # costs O(1) per check amortised while the table stays within twice its live size.
 _MIN_SWEEP_SIZE = 10_000
 _NOTHING_SEEN: frozenset[str] = frozenset()
+_ALLOWED = Check(True, 0.0, _NOTHING_SEEN)  # the usual answer, built once
 
 
 class MemoryLimiter:
@@ -38,37 +39,36 @@ class MemoryLimiter:
 
     async def check(self, limits: Sequence[Limit], ids: Sequence[str] = ()) -> Check:
         now = self._clock()
-        now_us = round(now * 1_000_000)
-        new_tats: dict[str, int] = {}
+        now_us = int(now * 1_000_000)
+        tats = self._tat_us
+        charged: dict[str, int] = {}  # a key charged twice in one check sees its own first charge
         over_us = 0
         for limit in limits:
-            rate = limit.rate
-            # A key charged twice in one check sees its own first charge.
-            tat = new_tats.get(limit.key) or self._tat_us.get(limit.key, now_us)
-            if tat < now_us:
-                tat = now_us
-            new_tat = tat + limit.cost * rate.interval_us
-            over = new_tat - now_us - rate.tolerance_us
-            if over > over_us:
-                over_us = over
-            new_tats[limit.key] = new_tat
-        allowed = over_us <= 0
-        if allowed:
-            self._tat_us.update(new_tats)
-            if len(self._tat_us) >= self._sweep_at_size:
-                self._sweep(now_us)
+            key, rate = limit.key, limit.rate
+            tat = charged.get(key) or tats.get(key, now_us)
+            tat = (tat if tat > now_us else now_us) + limit.cost * rate.interval_us
+            charged[key] = tat
+            if tat - now_us - rate.tolerance_us > over_us:
+                over_us = tat - now_us - rate.tolerance_us
         # Nearly every id is new: one set intersection finds the few to look at.
-        hits = self._seen_until.keys() & ids if ids and self._seen_until else ()
-        seen = frozenset(i for i in hits if self._is_seen(i, now)) if hits else _NOTHING_SEEN
-        return Check(allowed=allowed, retry_after=0.0 if allowed else over_us / 1_000_000, seen=seen)
+        seen = _NOTHING_SEEN
+        if ids and self._seen_until and (hits := self._seen_until.keys() & ids):
+            seen = frozenset(i for i in hits if self._is_seen(i, now))
+        if over_us > 0:
+            return Check(False, over_us / 1_000_000, seen)
+        tats.update(charged)
+        if len(tats) >= self._sweep_at_size:
+            self._sweep(now_us)
+        return _ALLOWED if seen is _NOTHING_SEEN else Check(True, 0.0, seen)
 
     async def remember(self, ids: Sequence[str]) -> None:
         until = self._clock() + self._seen_ttl
         seen = self._seen_until
         for event_id in ids:
+            if event_id in seen:  # a new id goes to the end anyway
+                seen.move_to_end(event_id)
             seen[event_id] = until
-            seen.move_to_end(event_id)
-        while len(seen) > self._max_seen:
+        for _ in range(len(seen) - self._max_seen):
             seen.popitem(last=False)
 
     async def ping(self) -> bool:

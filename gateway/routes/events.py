@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import tokens
+from gateway.directory import MISS
 from gateway.errors import HTTPProblem, problem_body
 from gateway.ratelimit import Limit
 from gateway.schemas import (
@@ -124,64 +125,81 @@ async def preflight(request: Request) -> Response:
     })
 
 
-class _Checked:
-    """One event after validation: either a row to store or the error it was rejected with."""
+class _Undecodable:
+    """An event that did not decode: the id it seems to have (best effort) and the error it is rejected with."""
 
-    __slots__ = ("id", "row", "error")
+    __slots__ = ("id", "error")
 
-    def __init__(self, id: str, row: EventRow | None = None, error: str | None = None) -> None:
-        self.id, self.row, self.error = id, row, error
+    def __init__(self, id: str, error: str) -> None:
+        self.id, self.error = id, error
 
 
-def _decode(raw: bytes) -> Event | _Checked:
+def _decode(raw: bytes) -> Event | _Undecodable:
     if len(raw) > MAX_EVENT_BYTES:
-        return _Checked(_raw_id(raw), error="event_too_large")
+        return _Undecodable(_raw_id(raw), "event_too_large")
     try:
         return _decode_event(raw)
     except msgspec.ValidationError as exc:
-        return _Checked(_raw_id(raw), error=_event_error(exc))
+        return _Undecodable(_raw_id(raw), _event_error(exc))
     except msgspec.DecodeError:
-        return _Checked("", error="invalid_event")
+        return _Undecodable("", "invalid_event")
 
 
-async def _signed_claims(gateway: Any, project: Project, events: list[Event | _Checked]) -> dict[str, tokens.Claims]:
+async def _signed_claims(gateway: Any, project: Project, events: list[Event | _Undecodable]
+                         ) -> dict[str, tokens.Claims]:
     """The claims of each distinct genuine token in the batch (a widget sends one token for many events)."""
-    key_for = partial(gateway.directory.token_key, project)
-    claims = {}
-    for token in {e.token for e in events if not isinstance(e, _Checked) and e.token is not None}:
+    claims: dict[str, tokens.Claims] = {}
+    refused: set[str] = set()
+    for event in events:
+        token = getattr(event, "token", None)  # an _Undecodable has none
+        if token is None or token in claims or token in refused:
+            continue
+        # Usually the token was verified before and its key's state is cached: no coroutine needed.
+        verified = gateway.tokens.verified(token)
+        key = MISS if verified is None else gateway.directory.cached_token_key(project, verified.k)
         try:
-            claims[token] = await gateway.tokens.signed_claims(token, key_for)
+            if key is MISS:
+                claims[token] = await gateway.tokens.signed_claims(token, partial(gateway.directory.token_key, project))
+            elif key is None:  # revoked, or not this project's
+                raise tokens.InvalidToken("key revoked")
+            else:
+                claims[token] = verified
         except tokens.InvalidToken:
-            pass
+            refused.add(token)
     return claims
 
 
-def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float) -> _Checked:
-    event_id = event.id.lower()
+def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float
+           ) -> EventRow | str:
+    """The row to store for a decoded event, or the error code it is rejected with."""
     if event.token is not None:
         token_claims = claims.get(event.token)
         if token_claims is None or not tokens.binds(token_claims, project.public_key, event.trace_id, now):
-            return _Checked(event_id, error="invalid_token")
+            return "invalid_token"
         if event.session_id is not None and event.session_id != token_claims.s:
-            return _Checked(event_id, error="invalid_token")
+            return "invalid_token"
         session_id = token_claims.s
     elif project.require_token:
-        return _Checked(event_id, error="invalid_token")
+        return "invalid_token"
     elif event.session_id is None:
-        return _Checked(event_id, error="missing_session")
+        return "missing_session"
     else:
         session_id = event.session_id
     value = reason = comment = None
     if type(event) is Feedback:
         if event.reason is not None and event.reason not in project.reason_codes:
-            return _Checked(event_id, error="invalid_reason")
+            return "invalid_reason"
         value, reason = event.value, event.reason
         comment = scrub(event.comment) if event.comment else None
     kind, prop_names = _KINDS[type(event)]
-    props = {name: prop for name in prop_names if (prop := getattr(event, name)) is not None}
-    row = EventRow(event_id, event.trace_id, session_id, kind, value, reason, comment,
-                   _encode_props(props).decode() if props else None, event.ts, ip_hash)
-    return _Checked(event_id, row=row)
+    props = None
+    for name in prop_names:  # a loop, not a comprehension: most events have one prop or none
+        if (prop := getattr(event, name)) is not None:
+            if props is None:
+                props = {}
+            props[name] = prop
+    return EventRow(event.id.lower(), event.trace_id, session_id, kind, value, reason, comment,
+                    _encode_props(props).decode() if props else None, event.ts, ip_hash)
 
 
 class EventsEndpoint:
@@ -194,21 +212,23 @@ class EventsEndpoint:
         gateway = self.gateway
         headers = dict(scope["headers"])  # one pass, not a scan per look-up (ASGI names are lower-case)
         origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
-        cors = _raw_cors_headers(origin)
         try:
             body = await _post_events(gateway, scope, receive, headers, origin)
         except HTTPProblem as problem:
             gateway.metrics.requests_failed[problem.code] += 1
             status, body = problem_body(problem.code, problem.detail)
-            extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in problem.headers.items()]
-            await _answer(send, status, b"application/problem+json", body, [*cors, *extra])
+            extra = {**cors_headers(origin), **problem.headers}
+            await _answer(send, status, b"application/problem+json", body,
+                          [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()])
             return
-        await _answer(send, 200, b"application/json", body, cors)
+        await _answer(send, 200, b"application/json", body, _allow_origin(origin))
 
 
 @lru_cache(maxsize=1024)
-def _raw_cors_headers(origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in cors_headers(origin).items())
+def _allow_origin(origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    """All the CORS a 200 answer needs: it has no Retry-After to expose, and an answer to a POST is never cached
+    (so no Vary). Each header costs the server ~1 µs to check and write, on every request."""
+    return ((b"access-control-allow-origin", origin.encode("latin-1")),) if origin else ()
 
 
 async def _answer(send: Send, status: int, content_type: bytes, body: bytes, headers: Any) -> None:
@@ -217,7 +237,7 @@ async def _answer(send: Send, status: int, content_type: bytes, body: bytes, hea
     await send({"type": "http.response.body", "body": body})
 
 
-def _decode_body(body: bytes) -> tuple[str, list[Event | _Checked]]:
+def _decode_body(body: bytes) -> tuple[str, list[Event | _Undecodable]]:
     """The batch's project key and its events, each decoded or the error it was rejected with.
 
     Most batches are valid throughout, so one typed decode does them all; one invalid event sends the batch through
@@ -247,7 +267,9 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
     project_key, events = _decode_body(body)
     if project_key.startswith("sk_"):
         raise HTTPProblem("unknown_project", "secret keys never work on browser routes; send the public key (pk_...)")
-    project = await gateway.directory.project(project_key)
+    project = gateway.directory.cached_project(project_key)
+    if project is MISS:
+        project = await gateway.directory.project(project_key)
     if project is None:
         raise HTTPProblem("unknown_project", "no project has this public key")
     if not project.allows_origin(origin):
@@ -259,50 +281,60 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
     ip_hash = hash_ip(ip, gateway.ip_salt, gateway.today())
     claims = await _signed_claims(gateway, project, events)
     now = time.time()
-    checked = [e if isinstance(e, _Checked) else _check(e, project, claims, ip_hash, now) for e in events]
 
-    # Rate limits: per session (its valid events), per client IP and per project (every event, valid or not).
+    # One pass: each event's result, or its row to store (ids repeated within the batch answer "duplicate").
+    results: list[EventResult | None] = []
+    rows: list[EventRow] = []
+    places: list[int] = []  # each row's index in results
+    keys: list[str] = []
+    ids: set[str] = set()
+    ns = project.key_prefix  # "<id>:", namespacing every limiter key
     sessions: dict[str, int] = {}
-    for item in checked:
-        if item.row is not None:
-            sessions[item.row.session_id] = sessions.get(item.row.session_id, 0) + 1
-    cost = max(1, len(checked))
-    limits = [Limit(f"s:{project.id}:{s}", gateway.rates.session, n) for s, n in sessions.items()]
-    limits.append(Limit(f"ip:{project.id}:{ip_hash}", gateway.rates.ip, cost))
-    limits.append(Limit(f"p:{project.id}", gateway.rates.project, cost))
-    prefix = f"{project.id}:"
-    keys = {item.id: prefix + item.id for item in checked if item.row is not None}  # de-dup keys, namespaced
-    check = await gateway.limiter.check(limits, list(keys.values()))
+    for event in events:
+        if type(event) is _Undecodable:
+            results.append(EventResult(event.id, "rejected", event.error))
+            continue
+        row = _check(event, project, claims, ip_hash, now)
+        if type(row) is str:
+            results.append(EventResult(event.id.lower(), "rejected", row))
+        elif row.id in ids:
+            results.append(EventResult(row.id, "duplicate"))
+        else:
+            ids.add(row.id)
+            places.append(len(results))
+            results.append(None)
+            rows.append(row)
+            keys.append(ns + row.id)  # its de-dup fast-path key
+            sessions[row.session_id] = sessions.get(row.session_id, 0) + 1
+
+    # Rate limits: per session (its events to store), per client IP and per project (every event, valid or not).
+    rates, cost = gateway.rates, len(events) or 1
+    limits = [Limit("ip:" + ns + ip_hash, rates.ip, cost), Limit("p:" + ns, rates.project, cost)]
+    for session_id, count in sessions.items():
+        limits.append(Limit("s:" + ns + session_id, rates.session, count))
+    check = await gateway.limiter.check(limits, keys)
     if not check.allowed:
         retry = max(1, math.ceil(check.retry_after))
         raise HTTPProblem("rate_limited", f"rate limit reached; retry in {retry} s", {"Retry-After": str(retry)})
+    if check.seen:  # known committed already: answered without a trip to the store
+        for i in reversed(range(len(rows))):
+            if keys[i] in check.seen:
+                results[places[i]] = EventResult(rows[i].id, "duplicate")
+                del places[i], rows[i], keys[i]
 
-    # Fast-path duplicates (known committed), duplicates inside this batch, then one commit for the rest.
-    results: list[EventResult | None] = []
-    to_store: list[tuple[int, EventRow]] = []
-    seen_here: set[str] = set()
-    for item in checked:
-        if item.row is None:
-            results.append(EventResult(item.id, "rejected", item.error))
-        elif item.id in seen_here or (check.seen and keys[item.id] in check.seen):
-            results.append(EventResult(item.id, "duplicate"))
-        else:
-            seen_here.add(item.id)
-            to_store.append((len(results), item.row))
-            results.append(None)
-    if to_store:
+    if rows:
         try:
-            outcomes = await gateway.store.write_events(project.id, [row for _, row in to_store])
+            outcomes = await gateway.store.write_events(project.id, rows)
         except StoreUnavailable:
             raise HTTPProblem("store_unavailable", "the store could not commit; nothing was stored, retry",
                               {"Retry-After": "1"}) from None
         committed = []
-        for (index, row), outcome in zip(to_store, outcomes):
+        for place, row, key, outcome in zip(places, rows, keys, outcomes):
             if outcome == "accepted" or outcome == "duplicate":
-                results[index] = EventResult(row.id, outcome)
-                committed.append(keys[row.id])
+                results[place] = EventResult(row.id, outcome)
+                committed.append(key)
             else:
-                results[index] = EventResult(row.id, "rejected", outcome)
+                results[place] = EventResult(row.id, "rejected", outcome)
         gateway.remember_later(committed)
 
     statuses, errors = gateway.metrics.events, gateway.metrics.rejected

@@ -26,6 +26,11 @@ class Project:
     delay_ms: int
     created_at: int
 
+    @cached_property
+    def key_prefix(self) -> str:
+        """`"<id>:"`, which namespaces the project's rate-limit and de-dup keys."""
+        return f"{self.id}:"
+
     @cached_property  # a frozen dataclass still has a __dict__, where cached_property keeps it
     def reason_codes(self) -> frozenset[str]:
         return frozenset(r.code for r in self.reasons)

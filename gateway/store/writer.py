@@ -6,7 +6,7 @@ a commit of a dozen events take 10 ms. A process has its own interpreter and run
 
 Protocol over the child's stdin/stdout: frames of a 4-byte big-endian length and a msgpack body. The parent sends
 `Request`s; the child reads whatever has arrived, runs it all in ONE transaction (single jobs each in a savepoint,
-all events in one bulk insert), COMMITs, and only then sends one `Reply` per request. While it commits, new requests
+all events in one bulk insert), COMMITs, and only then answers: one frame with a `Reply` per request. While it commits, new requests
 queue in the pipe and ride the next commit: the busier the gateway, the bigger and cheaper each commit.
 When the parent goes away (stdin closes), the child finishes what it read and exits.
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import itertools
 import logging
 import os
 import signal
@@ -167,8 +169,7 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
             offset += 4 + length
         del buffer[:offset]
         if requests:
-            out = b"".join(_frame(encode(reply)) for reply in committer.run(requests))
-            view = memoryview(out)
+            view = memoryview(_frame(encode(committer.run(requests))))
             while view:
                 view = view[os.write(stdout, view):]
 
@@ -218,7 +219,7 @@ class _Child:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.pending: dict[int, tuple[float, asyncio.Future]] = {}  # request id -> (due by, loop time; reply)
+        self.pending: dict[int, asyncio.Future] = {}  # request id -> its reply; ids only grow
         self.outbox: list[bytes] = []
         self.gone = False
         self.reader: asyncio.Task | None = None
@@ -236,7 +237,7 @@ class WriterProcess:
                       "--busy-timeout-ms", str(busy_timeout_ms), "--max-batch", str(max_batch)]
         self._on_commit = on_commit
         self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder(Reply).decode
+        self._decode = msgspec.msgpack.Decoder(list[Reply]).decode
         self._child: _Child | None = None
         self._next_id = 0
         self._last_commit = 0
@@ -274,8 +275,7 @@ class WriterProcess:
         self._next_id += 1
         request_id = self._next_id
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        child.pending[request_id] = (loop.time() + self.REPLY_TIMEOUT, future)
+        future = child.pending[request_id] = loop.create_future()
         # Requests made in the same loop iteration go out in one write: one syscall (and one wake-up of the
         # writer) for all of them, rather than one each.
         if not child.outbox:
@@ -314,7 +314,7 @@ class WriterProcess:
         child.gone = True
         if child.sweeper is not None:
             child.sweeper.cancel()
-        for _, future in child.pending.values():
+        for future in child.pending.values():
             if not future.done():
                 future.set_exception(StoreUnavailable("the writer process exited"))
         child.pending.clear()
@@ -333,26 +333,36 @@ class WriterProcess:
                 log.error("%s", exc)
                 delay = min(delay * 2, 5.0)
 
-    def _answer(self, child: _Child, reply: Reply) -> None:
-        if reply.commit != self._last_commit and reply.commit:
-            self._last_commit = reply.commit
-            self._on_commit(reply.events, reply.seconds)
-        _, future = child.pending.pop(reply.id, (None, None))
-        if future is not None and not future.done():
-            future.set_result(reply)
+    def _answer(self, child: _Child, replies: list[Reply]) -> None:
+        """One frame: the replies to the requests of one or more commits."""
+        pending = child.pending
+        for reply in replies:
+            if reply.commit != self._last_commit and reply.commit:
+                self._last_commit = reply.commit
+                self._on_commit(reply.events, reply.seconds)
+            future = pending.pop(reply.id, None)
+            if future is not None and not future.done():
+                future.set_result(reply)
 
     async def _fail_overdue(self, child: _Child) -> None:
-        """A safety net, not a deadline: a request never waits forever on a writer that stopped answering. One
-        sweep a second for all of them, rather than a timer per request."""
+        """A safety net, not a deadline: a request never waits forever on a writer that stopped answering.
+
+        Request ids only grow, so rather than a timer per request, a sweep a second notes the newest id sent so far;
+        every request up to the id noted REPLY_TIMEOUT seconds ago and still unanswered is failed.
+        """
         loop = asyncio.get_running_loop()
+        marks: collections.deque[tuple[float, int]] = collections.deque()
         while not child.gone:
             await asyncio.sleep(1.0)
             now = loop.time()
-            for request_id, (due, future) in list(child.pending.items()):
-                if due <= now:
-                    del child.pending[request_id]
-                    if not future.done():
-                        future.set_exception(StoreUnavailable("the writer process did not answer in time"))
+            marks.append((now, self._next_id))
+            overdue = 0
+            while marks and marks[0][0] <= now - self.REPLY_TIMEOUT:
+                overdue = marks.popleft()[1]
+            for request_id in list(itertools.takewhile(lambda i: i <= overdue, child.pending)):
+                future = child.pending.pop(request_id)
+                if not future.done():
+                    future.set_exception(StoreUnavailable("the writer process did not answer in time"))
 
     async def close(self) -> None:
         """Stop taking writes; the child answers everything it was sent, then exits."""
