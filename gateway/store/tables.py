@@ -251,8 +251,7 @@ _encode_json = msgspec.json.Encoder().encode
 
 # Two inserts: implicit signals leave value, reason and comment out rather than binding None to them (the sqlite3
 # module looks for an adapter for every None it binds: a tenth of the writer's time). So that the log keeps arrival
-# order all the same, `seq` is given explicitly. Ids were looked up first; ON CONFLICT DO NOTHING keeps the unique
-# constraint the last word all the same.
+# order all the same, `seq` is given explicitly. ON CONFLICT DO NOTHING lets the unique constraint turn duplicates away.
 _INSERT_FEEDBACK = (
     "INSERT INTO events (seq, project_id, id, trace, session_id, type, value, reason, comment, props, ts, received_at,"
     " ip_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
@@ -266,7 +265,6 @@ _UPSERT_VOTES = (
     " ON CONFLICT (trace, session_id) DO UPDATE SET value = excluded.value, reason = excluded.reason,"
     " comment = excluded.comment, ts = excluded.ts, updated_at = excluded.updated_at WHERE excluded.ts >= votes.ts")
 _TRACE_ROWS = "SELECT row, trace_id FROM traces WHERE project_id = ? AND trace_id IN (SELECT value FROM json_each(?))"
-_STORED_IDS = "SELECT id FROM events WHERE project_id = ? AND id IN (SELECT value FROM json_each(?))"
 
 
 def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow]]],
@@ -275,24 +273,20 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
 
     `known_traces` maps (project_id, trace_id) to the trace's row: a cache the caller keeps across commits, to which
     this adds the traces it looks up. Runs inside the writer's IMMEDIATE transaction, so no other process writes
-    between the look-ups and the inserts: an id already stored (or earlier in this commit) is a duplicate and is not
-    inserted again.
+    meanwhile. Ids are not looked up first: the unique constraint turns a stored id (or one earlier in this commit)
+    away, and only when fewer rows went in than were sent (a retry, mostly) is it worked out which.
     """
     received = now_ms()
-    by_project: dict[int, tuple[set[str], set[str]]] = {}
+    unknown: dict[int, set[str]] = {}
     for project_id, rows in batches:
-        traces, ids = by_project.setdefault(project_id, (set(), set()))
-        traces.update(row.trace_id for row in rows if (project_id, row.trace_id) not in known_traces)
-        ids.update(row.id for row in rows)
-    stored: set[tuple[int, str]] = set()
-    for project_id, (traces, ids) in by_project.items():
-        if traces:
-            known_traces.update(((project_id, trace_id), trace) for trace, trace_id in conn.execute(
-                _TRACE_ROWS, (project_id, _encode_json(sorted(traces)))))
-        stored.update((project_id, i) for (i,) in conn.execute(_STORED_IDS,
-                                                                (project_id, _encode_json(sorted(ids)))))
+        for row in rows:
+            if (project_id, row.trace_id) not in known_traces:
+                unknown.setdefault(project_id, set()).add(row.trace_id)
+    for project_id, trace_ids in unknown.items():
+        known_traces.update(((project_id, trace_id), trace) for trace, trace_id in conn.execute(
+            _TRACE_ROWS, (project_id, _encode_json(sorted(trace_ids)))))
 
-    seq = conn.execute(_LAST_SEQ).fetchone()[0]  # stable: the transaction holds the write lock
+    first = seq = conn.execute(_LAST_SEQ).fetchone()[0]  # stable: the transaction holds the write lock
     feedback, signals, votes, outcomes = [], [], [], []
     for project_id, rows in batches:
         outcome = []
@@ -301,23 +295,34 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
             if trace is None:
                 outcome.append("unknown_trace")
                 continue
-            if (project_id, row.id) in stored:
-                outcome.append("duplicate")
-                continue
-            stored.add((project_id, row.id))
             outcome.append("accepted")
             seq += 1
             if row.type == "feedback":
                 feedback.append((seq, project_id, row.id, trace, row.session_id, row.type, row.value, row.reason,
                                  row.comment, row.props, row.ts, received, row.ip_hash))
-                votes.append((trace, row.session_id, row.value, row.reason, row.comment, row.ts, received))
+                votes.append((seq, (trace, row.session_id, row.value, row.reason, row.comment, row.ts, received)))
             else:
                 signals.append((seq, project_id, row.id, trace, row.session_id, row.type, row.props, row.ts,
                                 received, row.ip_hash))
         outcomes.append(outcome)
-    for sql, rows in ((_INSERT_FEEDBACK, feedback), (_INSERT_SIGNALS, signals), (_UPSERT_VOTES, votes)):
+    went_in = 0
+    for sql, rows in ((_INSERT_FEEDBACK, feedback), (_INSERT_SIGNALS, signals)):
         if rows:
-            conn.executemany(sql, rows)
+            went_in += conn.executemany(sql, rows).rowcount
+    inserted = None  # None: every row went in
+    if went_in < seq - first:
+        inserted = {s for (s,) in conn.execute("SELECT seq FROM events WHERE seq > ?", (first,))}
+        seq = first
+        for outcome in outcomes:  # the same walk as above, so each row meets its own seq again
+            for i, status in enumerate(outcome):
+                if status == "accepted":
+                    seq += 1
+                    if seq not in inserted:
+                        outcome[i] = "duplicate"
+    # Only a vote that went in counts: a duplicate click must not overwrite a newer one with its older values.
+    vote_rows = [vote for vote_seq, vote in votes if inserted is None or vote_seq in inserted]
+    if vote_rows:
+        conn.executemany(_UPSERT_VOTES, vote_rows)
     return outcomes
 
 
