@@ -1,18 +1,20 @@
 """Benchmark the gateway's `POST /v1/events` against a bare Starlette app, on this machine, in one go.
 
-    .venv/bin/python bench/run.py [--duration 10] [--connections 32]
+    .venv/bin/python bench/run.py [--duration 10] [--rounds 3] [--connections 32] [--scenarios bare-1,gateway-1,...]
 
 Starts `bench/bare_app.py` and `backchannel serve` (each one uvicorn worker, uvloop + httptools, no access log) in their
 own processes, creates a project, logs traces to get real feedback tokens, then drives load with `wrk` and
-`bench/events.lua` (unique UUID v4 ids, real tokens) and, for latency at a fixed rate, with `bench/paced.py`:
+`bench/events.lua` (fresh UUIDv7 ids, real tokens) and, for latency at a fixed rate, with `bench/paced.py`:
 
   bare-1     bare app, 1-event requests          (wrk, closed loop)
   gateway-1  gateway, 1-event requests           (wrk, closed loop)
   gateway-20 gateway, 20-event requests          (wrk, closed loop)
   paced-1    gateway, 1-event requests at --rate (paced, open loop: no coordinated omission)
 
-Every answer is checked (the gateway's must accept every event), and afterwards the events in the SQLite database must
-equal the events the gateway answered `accepted`. Prints a table and writes bench/results.json.
+The closed-loop scenarios run in --rounds rounds and are reported by their median round (the 1-event ratio by the
+median of the per-round ratios). Every answer is checked (the gateway's must accept every event), and afterwards the
+events in the SQLite database must equal the events the gateway answered `accepted`. Prints a table (with the CPU of
+the gateway, its writer and the load generator) and writes bench/results.json.
 """
 
 from __future__ import annotations

@@ -233,6 +233,34 @@ async def test_whole_request_errors(harness, content, headers, status, code):
     assert (await harness.client.get("/healthz")).status_code == 200
 
 
+async def test_an_accepted_batch_is_readable_cross_origin(harness):
+    token = await harness.trace()
+    response = await harness.send(event(token=token))
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+async def test_the_route_also_answers_through_the_router_under_a_root_path(harness):
+    """POST /v1/events skips Starlette's router only at the root; mounted under a prefix, the router takes it."""
+    import httpx
+
+    token = await harness.trace()
+    transport = httpx.ASGITransport(app=harness.app, root_path="/bc", client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        one = event(token=token)
+        response = await client.post("/bc/v1/events", json={"project": harness.public_key, "events": [one]},
+                                     headers={"Origin": ORIGIN})
+    assert response.status_code == 200 and response.json()["results"][0]["status"] == "accepted"
+    assert [e["id"] for e in (await harness.stored())["events"]] == [one["id"]]
+
+
+async def test_other_methods_on_the_events_route_are_405_naming_post(harness):
+    response = await harness.client.get("/v1/events")
+    assert response.status_code == 405 and response.headers["content-type"] == "application/problem+json"
+    assert "POST" in response.headers["allow"]
+
+
 async def test_unknown_project_wrong_origin_and_secret_key_on_browser_route(harness):
     token = await harness.trace()
     assert (await harness.send(event(token=token), project="pk_nope")).status_code == 401
