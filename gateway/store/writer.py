@@ -6,8 +6,8 @@ a commit of a dozen events take 10 ms. A process has its own interpreter and run
 
 Protocol over the child's stdin/stdout: frames of a 4-byte big-endian length and a msgpack body. The parent sends
 `Request`s; the child reads whatever has arrived, runs it all in ONE transaction (single jobs each in a savepoint,
-all events in one bulk insert), COMMITs, and only then answers: one frame with a `Reply` per request. While it commits, new requests
-queue in the pipe and ride the next commit: the busier the gateway, the bigger and cheaper each commit.
+all events in one bulk insert), COMMITs, and only then answers: one frame with a `Reply` per request. While it
+commits, new requests queue in the pipe and ride the next commit: the busier the gateway, the bigger each commit.
 When the parent goes away (stdin closes), the child finishes what it read and exits.
 """
 
