@@ -342,6 +342,18 @@ async def test_metrics_count_outcomes(harness):
     assert "backchannel_commit_batch_events_count" in text
 
 
+async def test_the_writer_runs_at_a_lower_priority_than_the_gateway(harness):
+    import os
+
+    from gateway.store.writer import WRITER_NICENESS
+
+    def niceness(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as file:
+            return int(file.read().rpartition(")")[2].split()[16])
+
+    assert niceness(harness.gateway.store.writer_pid) == min(19, niceness(os.getpid()) + WRITER_NICENESS)
+
+
 async def test_writer_process_killed_answers_503_then_the_gateway_recovers(harness):
     import asyncio
     import os
