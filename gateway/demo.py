@@ -38,7 +38,7 @@ def seed_project(db: str, origins: list[str]) -> tuple[str, str]:
     try:
         if key_file.exists():
             keys = json.loads(key_file.read_text())
-            if conn.execute("SELECT 1 FROM projects WHERE public_key = ?", (keys["public_key"],)).fetchone():
+            if tables.project_by_public_key(conn, keys["public_key"]) is not None:
                 return keys["public_key"], keys["secret_key"]
         conn.execute("BEGIN IMMEDIATE")
         project, secret = tables.create_project(conn, name="demo", origins=origins)

@@ -86,3 +86,15 @@ def test_key_rotation_add_then_revoke(tmp_path):
         assert [r.get("error") for r in results] == [None, "invalid_token"]
     finally:
         gateway.stop()
+
+
+def test_the_demo_project_is_seeded_once_and_its_keys_read_back(tmp_path):
+    from gateway.demo import seed_project
+
+    db = str(tmp_path / "demo.db")
+    first = seed_project(db, ["http://127.0.0.1:8001"])
+    assert seed_project(db, ["http://127.0.0.1:8001"]) == first  # the same project, from the key file
+    (tmp_path / "demo.db").unlink()  # the key file outlives its database: a new project, new keys
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"demo.db{suffix}").unlink(missing_ok=True)
+    assert seed_project(db, ["http://127.0.0.1:8001"])[0] != first[0]

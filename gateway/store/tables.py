@@ -99,7 +99,7 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000
         version = _schema_version(conn, path)  # before anything writes
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {mode}")
-        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the random-UUID unique index stays in memory
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the indexes' hot pages stay in memory
         conn.execute("PRAGMA temp_store = MEMORY")
         if version != SCHEMA_VERSION:
             _install_schema(conn, path)
