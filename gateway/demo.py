@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.cli import tune_gc
+from gateway.server import http_protocol
 from gateway.settings import Settings
 from gateway.store import tables
 
@@ -61,7 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
     public_key, secret_key = seed_project(args.db, demo_origins)
     settings = Settings.load(host=args.host, port=args.port, db=args.db, redis=args.redis)
     gateway = _Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                                     access_log=False, server_header=False))
+                                     access_log=False, server_header=False, http=http_protocol()))
     demo = _Server(uvicorn.Config(
         create_demo_app(gateway_url=gateway_url, public_key=public_key, secret_key=secret_key),
         host=args.host, port=args.demo_port, log_level="warning", access_log=False, server_header=False))
