@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -27,9 +28,6 @@ MAX_COMMENT_CHARS = 1000
 
 # --- Browser events: a tagged union on "type". Unknown fields are refused, so no text can ride along. ---
 
-# A UUID in its canonical dashed form (any case); lower-cased on the way in, so each UUID is one idempotency key.
-Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
-
 
 # An event's trace id needs no pattern of its own: it must equal a logged trace's id (checked when logged) and its
 # token's, or the event is refused (invalid_token, unknown_trace). Each pattern costs a regex call per event, which
@@ -38,7 +36,10 @@ TraceRef = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class _Event(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
-    id: Uuid
+    # A UUID, in either case, with or without its dashes: decoded to a uuid.UUID, so each UUID is one idempotency key
+    # whichever way it was written, and encoded back (in answers, to the writer) as canonical lower-case text. msgspec
+    # checks it in C; the same check as a pattern cost ~1.7 µs per event, a third of decoding one.
+    id: uuid.UUID
     trace_id: TraceRef
     ts: Millis
     token: Annotated[str, Meta(max_length=2048)] | None = None
@@ -99,7 +100,7 @@ class TypedEventBatch(Struct, forbid_unknown_fields=True):
 
 
 class EventResult(Struct, omit_defaults=True):
-    id: str
+    id: str  # the event's uuid.UUID (encoded as its canonical text), or the text an event that did not decode carried
     status: Literal["accepted", "duplicate", "rejected"]
     error: str | None = None
 

@@ -76,14 +76,16 @@ async def test_duplicate_ids_in_one_batch_store_once(harness):
     assert len((await harness.stored())["events"]) == 2
 
 
-async def test_uuid_case_does_not_make_a_new_idempotency_key(harness):
+async def test_how_a_uuid_is_written_does_not_make_a_new_idempotency_key(harness):
     token = await harness.trace()
     one = event(token=token)
-    upper = {**one, "id": one["id"].upper()}
     assert (await harness.send(one)).json()["results"][0]["status"] == "accepted"
-    assert (await harness.send(upper)).json()["results"][0]["status"] == "duplicate"
-    undashed = {**event(token=token), "id": one["id"].replace("-", "")}
-    assert (await harness.send(undashed)).json()["results"][0]["error"] == "invalid_event"
+    for written in (one["id"].upper(), one["id"].replace("-", "")):
+        result = (await harness.send({**one, "id": written})).json()["results"][0]
+        assert result == {"id": one["id"], "status": "duplicate"}  # answered in canonical form
+    for bad in ("{" + one["id"] + "}", one["id"][:-1], one["id"] + "0", "urn:uuid:" + one["id"]):
+        assert (await harness.send({**one, "id": bad})).json()["results"][0]["error"] == "invalid_event"
+    assert len((await harness.stored())["events"]) == 1
 
 
 async def test_vote_change_keeps_one_current_vote_and_the_history(harness):

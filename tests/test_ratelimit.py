@@ -155,21 +155,32 @@ async def test_a_key_given_twice_is_charged_twice(limiter):
     assert not (await limiter.check([Limit("k", rate)])).allowed
 
 
-async def test_ids_are_seen_only_after_remember(limiter):
+@pytest.mark.redis
+async def test_ids_are_seen_only_after_remember(redis_limiter):
     ids = ["p:a", "p:b", "p:c"]
-    assert (await limiter.check([Limit("k", ROOMY)], ids)).seen == frozenset()
-    await limiter.remember(["p:a", "p:c"])
-    check = await limiter.check([Limit("k", ROOMY)], ids)
+    assert redis_limiter.shares_ids
+    assert (await redis_limiter.check([Limit("k", ROOMY)], ids)).seen == frozenset()
+    await redis_limiter.remember(["p:a", "p:c"])
+    check = await redis_limiter.check([Limit("k", ROOMY)], ids)
     assert check.allowed
     assert check.seen == {"p:a", "p:c"}
 
 
-async def test_seen_is_reported_even_when_denied(limiter):
-    await limiter.remember(["p:a"])
-    await charge(limiter, Limit("k", SLOW), times=3)
-    check = await limiter.check([Limit("k", SLOW)], ["p:a"])
+@pytest.mark.redis
+async def test_seen_is_reported_even_when_denied(redis_limiter):
+    await redis_limiter.remember(["p:a"])
+    await charge(redis_limiter, Limit("k", SLOW), times=3)
+    check = await redis_limiter.check([Limit("k", SLOW)], ["p:a"])
     assert not check.allowed
     assert check.seen == {"p:a"}
+
+
+async def test_in_process_limiter_keeps_no_ids(clock):
+    # In one process the store's unique constraint is the de-dup; the limiter says so, and the gateway asks it nothing.
+    limiter = MemoryLimiter(clock=clock)
+    assert not limiter.shares_ids
+    await limiter.remember(["p:a"])
+    assert await limiter.check([Limit("k", ROOMY)], ["p:a"]) == Check(allowed=True, retry_after=0.0, seen=frozenset())
 
 
 async def test_check_without_limits_is_allowed(limiter):
@@ -216,23 +227,6 @@ async def test_expired_keys_are_swept_as_the_table_grows(clock):
         await limiter.check([Limit(f"ip:p:{i}", per_second)])
     # Live keys survive the sweeps (a swept live key would reopen its bucket); expired ones are gone.
     assert sorted(limiter._tat_us) == sorted(f"ip:p:{i}" for i in range(10_000))
-
-
-async def test_seen_is_a_bounded_lru(clock):
-    limiter = MemoryLimiter(clock=clock, max_seen=3)
-    await limiter.remember(["a", "b", "c"])
-    assert (await limiter.check([], ["a"])).seen == {"a"}  # touching "a" makes "b" the eldest
-    await limiter.remember(["d"])
-    assert (await limiter.check([], ["a", "b", "c", "d"])).seen == {"a", "c", "d"}
-
-
-async def test_seen_expires_after_its_ttl(clock):
-    limiter = MemoryLimiter(clock=clock, seen_ttl=60)
-    await limiter.remember(["a"])
-    clock.advance(59)
-    assert (await limiter.check([], ["a"])).seen == {"a"}
-    clock.advance(1)
-    assert (await limiter.check([], ["a"])).seen == frozenset()
 
 
 # --- Redis: shared state, self-cleaning keys ----------------------------------------------------------------------
@@ -312,9 +306,9 @@ async def test_fails_open_while_redis_is_down_and_recovers(redis_server, redis_u
         checks = await charge(limiter, Limit("k", SLOW), times=4)
         await limiter.remember(["p:a"])
         assert time.monotonic() - started < 0.5
-        # The in-process fallback still enforces the limit and the seen ids, on its own fresh state.
+        # The in-process fallback still enforces the limit, on its own fresh state; the store alone de-duplicates.
         assert [c.allowed for c in checks] == [True, True, True, False]
-        assert (await limiter.check([], ["p:a"])).seen == {"p:a"}
+        assert (await limiter.check([], ["p:a"])).seen == frozenset()
         # One failed call opened the breaker; the rest skipped Redis without waiting for it.
         assert limiter.stats == {"redis_errors": 1, "fail_open": 6}
         assert not await limiter.ping()

@@ -87,15 +87,18 @@ class Check(NamedTuple):  # a NamedTuple: built on every request, and a frozen d
     retry_after: float
     """Seconds until the request would fit; 0 when allowed."""
     seen: frozenset[str]
-    """The asked ids known to be committed already (fast-path duplicates; the store's unique constraint is the truth)."""
+    """The asked ids known to be committed already (fast-path duplicates; the store's unique constraint is the truth).
+    Only Redis knows any: the in-process limiter answers none."""
 
 
 class Limiter(Protocol):
     stats: dict[str, int]
     """Counters for /metrics, e.g. `{"redis_errors": n, "fail_open": n}`."""
+    shares_ids: bool
+    """Whether `check` can tell committed ids (Redis' de-dup fast path); if not, `ids` and `remember` are no-ops."""
 
     async def check(self, limits: Sequence[Limit], ids: Sequence[str] = ()) -> Check:
-        """Charge every limit, or none of them when any denies; also report which `ids` are already committed."""
+        """Charge every limit, or none of them when any denies; also report which `ids` are known to be committed."""
         ...
 
     async def remember(self, ids: Sequence[str]) -> None:
@@ -112,7 +115,7 @@ def create_limiter(redis_url: str | None, *, redis_timeout: float = 0.1, seen_tt
     from gateway.ratelimit.memory import MemoryLimiter
 
     if not redis_url:
-        return MemoryLimiter(seen_ttl=seen_ttl)
+        return MemoryLimiter()
     from gateway.ratelimit.redis import RedisLimiter
 
-    return RedisLimiter(redis_url, timeout=redis_timeout, seen_ttl=seen_ttl, fallback=MemoryLimiter(seen_ttl=seen_ttl))
+    return RedisLimiter(redis_url, timeout=redis_timeout, seen_ttl=seen_ttl, fallback=MemoryLimiter())

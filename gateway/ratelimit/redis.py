@@ -58,8 +58,11 @@ class RedisLimiter:
 
     After a failure Redis is skipped for `cooldown` seconds (a small circuit breaker), so a dead Redis costs one
     timeout per cooldown rather than one per request. `stats` counts `redis_errors` (failed Redis calls) and
-    `fail_open` (calls answered by the fallback).
+    `fail_open` (calls answered by the fallback). While Redis is away there is no de-dup fast path: the store's
+    unique constraint answers retried events alone.
     """
+
+    shares_ids = True
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class RedisLimiter:
         )
         self._check_script = self._redis.register_script(_CHECK_SCRIPT)
         self._seen_ttl = seen_ttl
-        self._fallback = fallback if fallback is not None else MemoryLimiter(seen_ttl=seen_ttl)
+        self._fallback = fallback if fallback is not None else MemoryLimiter()
         self._cooldown = cooldown
         self._clock = clock
         self._skip_redis_until = -math.inf
@@ -121,9 +124,7 @@ class RedisLimiter:
                 return
             except RedisError as exc:
                 self._redis_failed(exc)
-        # The store still has the ids; this only keeps the fast path working in this process meanwhile.
-        self.stats["fail_open"] += 1
-        await self._fallback.remember(ids)
+        self.stats["fail_open"] += 1  # the ids are in the store all the same; only the fast path misses them
 
     async def ping(self) -> bool:
         """Whether Redis answers now (ignores the circuit breaker, so readiness shows the truth)."""

@@ -198,7 +198,7 @@ def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_
             if props is None:
                 props = {}
             props[name] = prop
-    return EventRow(event.id.lower(), event.trace_id, session_id, kind, value, reason, comment,
+    return EventRow(event.id, event.trace_id, session_id, kind, value, reason, comment,
                     _encode_props(props).decode() if props else None, event.ts, ip_hash)
 
 
@@ -286,8 +286,7 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
     results: list[EventResult | None] = []
     rows: list[EventRow] = []
     places: list[int] = []  # each row's index in results
-    keys: list[str] = []
-    ids: set[str] = set()
+    ids: set[int] = set()  # each UUID's int: hashing a uuid.UUID runs Python code, its int does not
     ns = project.key_prefix  # "<id>:", namespacing every limiter key
     sessions: dict[str, int] = {}
     for event in events:
@@ -296,23 +295,24 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
             continue
         row = _check(event, project, claims, ip_hash, now)
         if type(row) is str:
-            results.append(EventResult(event.id.lower(), "rejected", row))
-        elif row.id in ids:
+            results.append(EventResult(event.id, "rejected", row))
+        elif (number := row.id.int) in ids:
             results.append(EventResult(row.id, "duplicate"))
         else:
-            ids.add(row.id)
+            ids.add(number)
             places.append(len(results))
             results.append(None)
             rows.append(row)
-            keys.append(ns + row.id)  # its de-dup fast-path key
             sessions[row.session_id] = sessions.get(row.session_id, 0) + 1
 
     # Rate limits: per session (its events to store), per client IP and per project (every event, valid or not).
-    rates, cost = gateway.rates, len(events) or 1
+    limiter, rates, cost = gateway.limiter, gateway.rates, len(events) or 1
     limits = [Limit("ip:" + ns + ip_hash, rates.ip, cost), Limit("p:" + ns, rates.project, cost)]
     for session_id, count in sessions.items():
         limits.append(Limit("s:" + ns + session_id, rates.session, count))
-    check = await gateway.limiter.check(limits, keys)
+    # With Redis, the same round trip asks which ids are known to be committed (the de-dup fast path).
+    keys = [ns + str(row.id) for row in rows] if limiter.shares_ids else []
+    check = await limiter.check(limits, keys)
     if not check.allowed:
         retry = max(1, math.ceil(check.retry_after))
         raise HTTPProblem("rate_limited", f"rate limit reached; retry in {retry} s", {"Retry-After": str(retry)})
@@ -328,14 +328,14 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
         except StoreUnavailable:
             raise HTTPProblem("store_unavailable", "the store could not commit; nothing was stored, retry",
                               {"Retry-After": "1"}) from None
-        committed = []
-        for place, row, key, outcome in zip(places, rows, keys, outcomes):
+        for place, row, outcome in zip(places, rows, outcomes):
             if outcome == "accepted" or outcome == "duplicate":
                 results[place] = EventResult(row.id, outcome)
-                committed.append(key)
             else:
                 results[place] = EventResult(row.id, "rejected", outcome)
-        gateway.remember_later(committed)
+        if keys:
+            gateway.remember_later([key for key, outcome in zip(keys, outcomes)
+                                    if outcome == "accepted" or outcome == "duplicate"])
 
     statuses, errors = gateway.metrics.events, gateway.metrics.rejected
     for result in results:

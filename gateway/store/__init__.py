@@ -50,7 +50,7 @@ class SecretKey:
 class EventRow(msgspec.Struct, array_like=True):  # array_like: smaller, faster frames to the writer
     """One validated event, ready to insert."""
 
-    id: str
+    id: str  # the gateway sets the event's uuid.UUID, which msgpack carries as its canonical text
     trace_id: str
     session_id: str
     type: str
