@@ -228,9 +228,9 @@ def run_wrk(servers: Servers, port: int, tokens: Path, events: int, expect: str,
 
 def run_paced(servers: Servers, tokens: Path, args: argparse.Namespace) -> dict[str, Any]:
     argv = [sys.executable, str(BENCH / "paced.py"), "--port", str(servers.gateway_port), "--tokens", str(tokens),
-            "--rate", str(args.rate), "--duration", str(args.duration), "--warmup", str(args.warmup),
+            "--rate", str(args.rate), "--duration", str(args.duration), "--warmup", str(args.paced_warmup),
             "--connections", str(args.connections)]
-    result = load(servers, argv, args.warmup + args.duration + 60)
+    result = load(servers, argv, args.paced_warmup + args.duration + 60)
     result["rps"] = result["achieved_rps"]
     result["events_per_s"] = result["rps"]
     return result
@@ -291,7 +291,9 @@ def report(results: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each closed-loop scenario")
+    parser.add_argument("--paced-warmup", type=float, default=10.0,
+                        help="unmeasured seconds at --rate before the paced scenario is measured")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (and paced generator's)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rate", type=float, default=1000.0, help="paced scenario's requests/s")
