@@ -23,3 +23,9 @@ def browser():
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+def pytest_collection_modifyitems(items):
+    # Once started, the sync Playwright browser keeps an event loop running in the main thread for the rest of the
+    # session, and no asyncio test can run after it: tests that use the browser go last (in their order).
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))

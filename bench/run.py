@@ -98,6 +98,13 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def commit_p99_bound(delta: dict[str, float], commits: float) -> float | None:
+    """The upper bound (ms) of the commit-time histogram bucket that holds the 99th percentile commit."""
+    bounds = sorted((float(m[1]), count) for name, count in delta.items()
+                    if (m := re.fullmatch(r'backchannel_commit_seconds_bucket\{le="([0-9.]+)"\}', name)))
+    return next((1000 * bound for bound, count in bounds if count >= 0.99 * commits), None) if commits else None
+
+
 def fsync_latency(directory: Path, count: int = 200) -> dict[str, float]:
     """p50/p99 of one 4 KiB write + fdatasync in `directory`: the floor under every durable commit."""
     samples = []
@@ -256,6 +263,7 @@ def scenario(servers: Servers, name: str, pid: int, run: Any) -> dict[str, Any]:
         result["commits"] = int(commits)
         result["events_per_commit"] = delta["backchannel_commit_batch_events_sum"] / commits if commits else 0.0
         result["commit_ms_mean"] = 1000 * delta["backchannel_commit_seconds_sum"] / commits if commits else 0.0
+        result["commit_ms_p99_bound"] = commit_p99_bound(delta, commits)
     print(f"  {name}: {result['rps']:,.0f} req/s, p99 {result['p99_us'] / 1000:.2f} ms", file=sys.stderr)
     return result
 
