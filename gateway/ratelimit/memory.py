@@ -17,8 +17,8 @@ _ALLOWED = Check(True, 0.0, _NOTHING_SEEN)  # the usual answer, built once
 class MemoryLimiter:
     """GCRA per key in a dict of theoretical arrival times.
 
-    It keeps no committed ids: in one process the store's unique constraint answers a retried event as cheaply as a
-    memory of ids would, and every request paid to keep one. `clock` returns seconds (monotonic); tests inject a
+    It keeps no committed ids (`shares_ids` is False): retried events are rare and the store's unique constraint
+    answers them, while keeping a memory of ids cost every request (~1 µs per event). `clock` returns seconds (monotonic); tests inject a
     controllable one. State is per process, so with several gateway processes each enforces the limits on its own
     share of the traffic.
     """
