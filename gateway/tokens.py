@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 import msgspec
 
 PREFIX = "bc1."
@@ -115,10 +115,19 @@ class Verifier:
         self._verified: dict[str, Claims] = {}
         self._max = max_entries
 
-    def verified(self, token: str) -> Claims | None:
-        """The claims of a token whose signature was checked before; whether its key is still live is the caller's
-        to ask (`signed_claims` does both)."""
-        return self._verified.get(token)
+    def remembered_claims(self, token: str, cached_key_for: Callable[[Any, str], object], project: Any
+                          ) -> Claims | None:
+        """`signed_claims` without a coroutine, where a cache can answer: the claims of a token checked before whose
+        key `cached_key_for(project, kid)` knows to be live (bytes), InvalidToken if it knows the key is revoked
+        (None), and None when only `signed_claims` can tell (a token not seen yet, or any other answer: a key to
+        load). The hot path calls it per request, so `project` is passed on rather than bound in a partial."""
+        claims = self._verified.get(token)
+        if claims is None:
+            return None
+        key = cached_key_for(project, claims.k)
+        if key is None:
+            raise InvalidToken("key revoked")
+        return claims if isinstance(key, bytes) else None
 
     async def signed_claims(self, token: str, key_for: Callable[[str], Awaitable[bytes | None]]) -> Claims:
         """The claims of a token signed by a live key of the project (`key_for(kid)`), or InvalidToken."""

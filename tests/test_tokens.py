@@ -81,6 +81,27 @@ async def test_verifier_checks_each_signature_once_and_still_refuses_revoked_key
         await verifier.signed_claims(token, key_for)
 
 
+async def test_remembered_claims_answer_from_caches_only_what_they_know():
+    verifier = tokens.Verifier()
+    token, _ = tokens.mint(SECRET, public_key="pk_a", trace_id="t1", session_id="s1", ttl=60)
+    kid, key = tokens.key_id(SECRET), tokens.token_key(SECRET)
+    not_cached = object()  # what a cache answers when the key has to be loaded
+
+    def cache(keys):  # a cached look-up of (project, kid)
+        return lambda project, asked: keys.get(asked, not_cached)
+
+    assert verifier.remembered_claims(token, cache({kid: key}), "p") is None  # never verified: signed_claims must tell
+
+    async def key_for(asked):
+        return key if asked == kid else None
+
+    await verifier.signed_claims(token, key_for)
+    assert verifier.remembered_claims(token, cache({kid: key}), "p").s == "s1"
+    assert verifier.remembered_claims(token, cache({}), "p") is None
+    with pytest.raises(tokens.InvalidToken):  # a revoked key's remembered tokens stop working here too
+        verifier.remembered_claims(token, cache({kid: None}), "p")
+
+
 def test_binds_checks_project_trace_and_expiry():
     claims = tokens.Claims(p="pk_a", t="t1", s="s1", e=100, k="kid")
     assert tokens.binds(claims, "pk_a", "t1", 100)

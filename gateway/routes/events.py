@@ -154,16 +154,11 @@ async def _signed_claims(gateway: Any, project: Project, events: list[Event | _U
         token = getattr(event, "token", None)  # an _Undecodable has none
         if token is None or token in claims or token in refused:
             continue
-        # Usually the token was verified before and its key's state is cached: no coroutine needed.
-        verified = gateway.tokens.verified(token)
-        key = MISS if verified is None else gateway.directory.cached_token_key(project, verified.k)
         try:
-            if key is MISS:
-                claims[token] = await gateway.tokens.signed_claims(token, partial(gateway.directory.token_key, project))
-            elif key is None:  # revoked, or not this project's
-                raise tokens.InvalidToken("key revoked")
-            else:
-                claims[token] = verified
+            # Usually the token was verified before and its key's state is cached: no coroutine needed.
+            found = gateway.tokens.remembered_claims(token, gateway.directory.cached_token_key, project)
+            claims[token] = found if found is not None else await gateway.tokens.signed_claims(
+                token, partial(gateway.directory.token_key, project))
         except tokens.InvalidToken:
             refused.add(token)
     return claims
