@@ -1,0 +1,1 @@
+"""Server-rendered pages (the dashboard; the reviewer page reuses its frame, sign-in and static files)."""
