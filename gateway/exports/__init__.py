@@ -1,0 +1,1 @@
+"""Datasets built from reviewed traces and votes: eval lines and preference pairs (`formats`)."""

@@ -1,0 +1,1 @@
+"""The review loop's pure parts: embedding, clustering, sampling, agreement and the judge hook."""
