@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.paced import uuid7  # noqa: E402
 from gateway.app import create_app  # noqa: E402
-from gateway.cli import tune_gc  # noqa: E402
+from gateway.server import tune_gc  # noqa: E402
 from gateway.schemas import TraceIn  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from gateway import tokens  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from e2e.conftest import BareChat, events_of
+from e2e.chats import BareChat, events_of
 
 GPC = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true});"
 
@@ -49,12 +49,14 @@ def test_a_rerendered_message_keeps_one_widget(bare: BareChat):
 def test_respects_global_privacy_control(bare: BareChat):
     page = bare.page
     page.context.add_init_script(GPC)
+    page.clock.install()  # the page's timers, run on demand below
     requests: list[str] = []
     page.on("request", lambda r: bare.stack.gateway_url in r.url and requests.append(r.url))
     bare.open(dnt="1")
+    page.wait_for_function("() => window.backchannel && window.backchannel.v")  # the widget has started
     trace = bare.ask("What is a bare page?")
     page.evaluate("t => { backchannel.rate(t, 'up'); return backchannel.flush(); }", trace)
-    page.wait_for_timeout(1000)  # past the delay (300 ms): the thumbs would be there by now
+    page.clock.run_for(5000)  # past the delay (300 ms) and the 2 s flush timer: whatever they would do is done
     assert bare.answer(trace).locator("backchannel-feedback").count() == 0
     assert [u for u in requests if "/v1/widget" not in u] == []
     assert bare.trace(trace)["events"] == []

@@ -8,7 +8,8 @@ import time
 import pytest
 from playwright.sync_api import Page, Route
 
-from e2e.conftest import BareChat, DemoChat, duplicates, events_of, flush
+from e2e.chats import BareChat, DemoChat, events_of, flush
+from e2e.stack import duplicates
 
 QUEUED = """() => Object.keys(localStorage).filter(k => k.startsWith("bc_q_"))
     .flatMap(k => JSON.parse(localStorage.getItem(k)).q)"""
@@ -59,7 +60,9 @@ def test_offline_then_reload_delivers_exactly_once(demo: DemoChat, online_at_rel
     assert len(ids) == len(set(ids)) == 2
     assert stored["rating"][0]["value"] == 1
     page.wait_for_function(f"() => !({QUEUED})().length")  # the queue is empty once delivered
-    page.wait_for_timeout(500)  # room for a second copy to arrive, if one were on its way
+    # A marker sent now (the next answer's `shown`) is stored after any second copy of the vote already on its way.
+    marker = demo.ask("And which one would you pick for a side project?")
+    demo.stored(marker, lambda t: events_of(t, "shown"))
     # The gateway answers a re-sent event id `duplicate`: none came, so the vote was sent once.
     assert duplicates(demo.stack) == resent
     accepted = [r for r in answered if r["status"] == 200 and vote["id"] in r["ids"]]
@@ -109,8 +112,9 @@ def test_nothing_is_sent_before_consent(bare: BareChat):
     trace = bare.ask("How should I choose a database for a small web app?")
     bare.shown(trace)
     bare.part(trace, "up").click()
-    flush(page)
-    page.wait_for_timeout(2500)  # past the widget's 2 s flush timer: nothing may leave, so nothing to wait for
+    # flush() is what the widget's timer calls too; its promise settles once whatever it sent has landed, so any
+    # request it made has been seen by now.
+    page.evaluate("() => backchannel.flush()")
     assert posts == []
     assert page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('bc_q_'))") == []
     assert bare.trace(trace)["events"] == []

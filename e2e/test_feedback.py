@@ -3,20 +3,12 @@ each proven by what the gateway stored."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from e2e.conftest import BareChat, Chat, events_of, project_config, store_text
+from e2e.chats import Chat, events_of
+from e2e.stack import project_config, store_text
 
 PROMPT = "How should I choose a database for a small web app?"
-
-# Time since the message stopped streaming (page clock), and whether its thumbs are drawn.
-SAMPLE = """t => {
-    const host = document.querySelector(`article[data-trace-id="${t}"] backchannel-feedback`);
-    return {elapsed: performance.now() - window.__bcMarks[t].done,
-            drawn: !!(host && host.shadowRoot && host.shadowRoot.querySelector("[part=up]"))};
-}"""
 
 
 def reasons(chat: Chat) -> list[dict[str, str]]:
@@ -26,26 +18,14 @@ def reasons(chat: Chat) -> list[dict[str, str]]:
 def test_thumbs_appear_only_after_the_delay(chat: Chat):
     delay = project_config(chat.stack, chat.public_key)["delay_ms"]
     assert delay == 2000
-    if isinstance(chat, BareChat):
-        chat.open(delay=None)  # the project's delay, not the suite's short one
-    else:
-        chat.open()
+    chat.open(delay=None)  # the project's delay, not the suite's short one
     trace = chat.ask(PROMPT)
-    # Sample the page until the thumbs are drawn: every sample taken before the delay had passed must show none.
-    samples = []
-    deadline = time.monotonic() + (delay + 5000) / 1000
-    while time.monotonic() < deadline:
-        samples.append(chat.page.evaluate(SAMPLE, trace))
-        if samples[-1]["drawn"]:
-            break
-        chat.page.wait_for_timeout(50)
-    early = [s for s in samples if s["drawn"] and s["elapsed"] < delay]
-    assert samples[-1]["drawn"] and not early, f"thumbs not drawn, or drawn before the delay: {samples}"
-    assert any(not s["drawn"] for s in samples), "the first look came too late to see the thumbs absent"
-
+    assert not chat.part(trace, "up").count(), "thumbs drawn while the answer was still streaming"
+    # The probe marks, on the page's clock, when data-streaming left "true" and when the thumbs were drawn.
+    chat.page.wait_for_function("t => window.__bcMarks[t] && window.__bcMarks[t].drawn", arg=trace,
+                                timeout=delay + 5000)
     marks = chat.page.evaluate("t => window.__bcMarks[t]", trace)
     waited = marks["drawn"] - marks["done"]
-    # Measured on the page's clock from the moment data-streaming left "true" to the moment the thumbs were drawn.
     assert delay - 5 <= waited <= delay + 1500, f"thumbs drawn {waited:.0f} ms after streaming ended"
     assert chat.part(trace, "down").is_visible()
     stored = chat.stored(trace, lambda t: events_of(t, "shown"))
@@ -199,17 +179,26 @@ def test_abandoned_when_the_page_is_left_after_one_unanswer_with_thumbs(chat: Ch
     assert len(events_of(stored, "abandoned")) == 1 and stored["signals"]["abandoned"] == 1
 
 
+# A pagehide listener installed before the widget's: it queues a second `shown` for the page's answer, so whatever
+# the widget sends as the page goes away leaves in the same request as this marker, or in an earlier one.
+MARKER_ON_PAGEHIDE = """addEventListener("pagehide", () => {
+    const t = document.querySelector("article[data-trace-id]")?.getAttribute("data-trace-id");
+    if (t && window.backchannel && window.backchannel.track) backchannel.track("shown", t);
+});"""
+
+
 @pytest.mark.parametrize("positive", ["up", "copy"])
 def test_not_abandoned_after_a_positive_action(chat: Chat, positive: str):
+    chat.page.add_init_script(MARKER_ON_PAGEHIDE)
     chat.open()
     trace = chat.ask(PROMPT)
+    chat.shown(trace)
     if positive == "up":
-        chat.shown(trace)
         chat.part(trace, "up").click()
     else:
         chat.action(trace, "copy").click()
-    chat.stored(trace, lambda t: events_of(t, "feedback" if positive == "up" else "copied"))
+    chat.stored(trace, lambda t: events_of(t, "shown") and events_of(t, "feedback" if positive == "up" else "copied"))
     chat.page.close(run_before_unload=True)
-    # Nothing else is queued, so there is no later event to wait for: give a beacon time to land, then look.
-    chat.page.context.new_page().wait_for_timeout(1000)
-    assert events_of(chat.trace(trace), "abandoned") == []
+    stored = chat.stack.wait_trace(trace, lambda t: len(events_of(t, "shown")) == 2, secret_key=chat.secret_key,
+                                   what="the marker sent as the page went away")
+    assert events_of(stored, "abandoned") == []

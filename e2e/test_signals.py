@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from e2e.conftest import Chat, DemoChat, events_of, store_text
+from e2e.chats import Chat, DemoChat, events_of
+from e2e.stack import store_text
 
 ADDED = " P.S. Thursday at three works for the whole team."
 

@@ -6,6 +6,9 @@ generously here (5 ms) so a pathological regression fails; `bench/widget_perf.py
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from bench.widget_perf import MODES, SETTINGS, measure
@@ -17,10 +20,11 @@ MAX_SCRIPT_MS_PER_MESSAGE = 5.0
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    server = WidgetSite(tmp_path_factory.mktemp("widget-perf") / "bc.db", **SETTINGS).start()
-    yield server
-    server.stop()
+def site():
+    with tempfile.TemporaryDirectory(prefix="bc-e2e-perf-") as workdir:
+        server = WidgetSite(Path(workdir) / "bc.db", **SETTINGS).start()
+        yield server
+        server.stop()
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
-from e2e.conftest import TIMING_PROBE, Chat, DemoChat, focused, project_config
+from e2e.chats import TIMING_PROBE, Chat, DemoChat, focused
+from e2e.stack import project_config
 
 PROMPT = "How should I choose a database for a small web app?"
 
@@ -88,10 +89,10 @@ def luminance(css: str) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
-def test_light_and_dark_screenshots(browser: Browser, stack, artifacts: Path):
+def test_light_and_dark_screenshots(new_context, stack, artifacts: Path):
     colours = {}
     for scheme in ("light", "dark"):
-        context = browser.new_context(color_scheme=scheme, viewport={"width": 900, "height": 700})
+        context = new_context(color_scheme=scheme, viewport={"width": 900, "height": 700})
         try:
             context.add_init_script(TIMING_PROBE)
             chat = DemoChat(stack, context.new_page())

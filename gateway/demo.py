@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.cli import tune_gc
-from gateway.server import http_protocol
+from gateway import settings as config
+from gateway.server import tune_gc, uvicorn_config
 from gateway.settings import Settings
-from gateway.store import tables
+from gateway.store import create_store
 
 log = logging.getLogger("backchannel.demo")
 
@@ -23,29 +24,23 @@ log = logging.getLogger("backchannel.demo")
 class _Server(uvicorn.Server):
     """A uvicorn server whose signals are handled by `run_demo`, which stops both servers together."""
 
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        pass
-
-    def capture_signals(self):  # uvicorn >= 0.29
-        import contextlib
-
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 
-def seed_project(db: str, origins: list[str]) -> tuple[str, str]:
+async def seed_project(settings: Settings, origins: list[str]) -> tuple[str, str]:
     """The demo project's keys: created once, then read back from a key file beside the database (mode 0600)."""
-    key_file = Path(db + ".demo-keys.json")
-    conn = tables.connect(db)
+    key_file = Path(settings.db + ".demo-keys.json")
+    store = create_store(settings, writer_process=False)
+    await store.open()
     try:
         if key_file.exists():
             keys = json.loads(key_file.read_text())
-            if tables.project_by_public_key(conn, keys["public_key"]) is not None:
+            if await store.project_by_public_key(keys["public_key"]) is not None:
                 return keys["public_key"], keys["secret_key"]
-        conn.execute("BEGIN IMMEDIATE")
-        project, secret = tables.create_project(conn, name="demo", origins=origins)
-        conn.execute("COMMIT")
+        project, secret = await store.create_project(name="demo", origins=origins)
     finally:
-        conn.close()
+        await store.close()
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"public_key": project.public_key, "secret_key": secret}, f)
@@ -57,16 +52,14 @@ def run_demo(args: argparse.Namespace) -> int:
     from gateway.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    gateway_url = f"http://{args.host}:{args.port}"
-    demo_origins = [f"http://{host}:{args.demo_port}" for host in {args.host, "127.0.0.1", "localhost"}]
-    public_key, secret_key = seed_project(args.db, demo_origins)
-    settings = Settings.load(host=args.host, port=args.port, db=args.db, redis=args.redis)
-    gateway = _Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                                     access_log=False, server_header=False, http=http_protocol()))
-    demo = _Server(uvicorn.Config(
-        create_demo_app(gateway_url=gateway_url, public_key=public_key, secret_key=secret_key),
-        host=args.host, port=args.demo_port, log_level="warning", access_log=False, server_header=False))
-
+    settings = config.from_options(args)
+    gateway_url = f"http://{settings.host}:{settings.port}"
+    demo_origins = [f"http://{host}:{args.demo_port}" for host in {settings.host, "127.0.0.1", "localhost"}]
+    public_key, secret_key = asyncio.run(seed_project(settings, demo_origins))
+    gateway = _Server(uvicorn_config(create_app(settings), host=settings.host, port=settings.port, log_level="warning"))
+    demo = _Server(uvicorn_config(create_demo_app(gateway_url=gateway_url, public_key=public_key,
+                                                  secret_key=secret_key),
+                                  host=settings.host, port=args.demo_port, log_level="warning", fast=False))
     tune_gc()
 
     async def main() -> None:
@@ -84,13 +77,13 @@ def run_demo(args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(0.05)
         else:
-            demo_url = f"http://{args.host}:{args.demo_port}/"
+            demo_url = f"http://{settings.host}:{args.demo_port}/"
             if args.json:
                 print(json.dumps({"gateway_url": gateway_url, "demo_url": demo_url, "public_key": public_key,
                                   "secret_key": secret_key}), flush=True)
             else:
                 print(f"\nBackchannel demo is running.\n  Open the chat:  {demo_url}\n  Gateway:        {gateway_url}"
-                      f"\n  Public key:     {public_key}\n  Database:       {args.db}\nPress Ctrl+C to stop.\n",
+                      f"\n  Public key:     {public_key}\n  Database:       {settings.db}\nPress Ctrl+C to stop.\n",
                       flush=True)
         await asyncio.gather(*tasks)
         if not (gateway.started and demo.started):

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Iterable
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from starlette.requests import Request
 
+from gateway import tokens
 from gateway.errors import HTTPProblem
 from gateway.store import Project, SecretKey, Store
 
-class Miss(enum.Enum):
-    MISS = "MISS"
-
-
-MISS = Miss.MISS
-"""What the synchronous look-ups (`peek`, `cached_*`) answer when they would have to read the store."""
-
 K = TypeVar("K")
 V = TypeVar("V")
+
+class _Miss(enum.Enum):
+    MISS = 0
+
+
+_MISS = _Miss.MISS  # what `_Cache.peek` answers when the value has to be loaded
 
 
 class _Cache(Generic[K, V]):
@@ -35,14 +36,15 @@ class _Cache(Generic[K, V]):
         self._max = max_entries
         self._entries: dict[K, tuple[float, V | None]] = {}
 
-    def peek(self, key: K) -> V | None | Miss:
-        """The cached value (None: known not to exist), or MISS when it has to be loaded: `get` does that."""
+    def peek(self, key: K) -> V | None | _Miss:
+        """The cached value (None: known not to exist), or `_MISS`. The hot path asks this before `get`: a
+        cached answer then costs no coroutine."""
         hit = self._entries.get(key)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else MISS
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else _MISS
 
     async def get(self, key: K) -> V | None:
         value = self.peek(key)
-        if value is not MISS:
+        if value is not _MISS:
             return value
         now = time.monotonic()
         value = await self._load(key)
@@ -53,7 +55,9 @@ class _Cache(Generic[K, V]):
 
 
 class Directory:
-    def __init__(self, store: Store, ttl: float = 30.0, key_ttl: float = 5.0, negative_ttl: float = 5.0) -> None:
+    def __init__(self, store: Store, verifier: tokens.Verifier, ttl: float = 30.0, key_ttl: float = 5.0,
+                 negative_ttl: float = 5.0) -> None:
+        self._verifier = verifier
         self._projects = _Cache(store.project_by_public_key, ttl, negative_ttl)
         self._projects_by_id = _Cache(store.project_by_id, ttl, negative_ttl)
         # Keys are re-read sooner, so a revoked key (and every token minted with it) stops working within seconds.
@@ -65,16 +69,36 @@ class Directory:
             return None
         return await self._projects.get(public_key)
 
-    def cached_project(self, public_key: str) -> Project | None | Miss:
-        """`project` without a coroutine when the answer is cached (the hot path asks on every request)."""
-        return self._projects.peek(public_key) if public_key.startswith("pk_") else None
-
-    async def token_key(self, project: Project, kid: str) -> bytes | None:
-        return _live_token_key(await self._kids.get(kid), project)
-
-    def cached_token_key(self, project: Project, kid: str) -> bytes | None | Miss:
-        key = self._kids.peek(kid)
-        return key if key is MISS else _live_token_key(key, project)
+    async def browser_auth(self, public_key: str, origin: str | None, events: Iterable[object]
+                           ) -> tuple[Project, dict[str, tokens.Claims]]:
+        """The project of a browser route's public key if `origin` may use it (else a 401 or 403), and the claims of
+        each distinct genuine token that `events` carry (a widget sends one token for many events; an event without a
+        `token` attribute, or whose token is not genuine, has none here)."""
+        if public_key.startswith("sk_"):
+            raise HTTPProblem("unknown_project", "secret keys never work on browser routes; send the public key (pk_...)")
+        project = self._projects.peek(public_key) if public_key.startswith("pk_") else None
+        if project is _MISS:
+            project = await self._projects.get(public_key)
+        if project is None:
+            raise HTTPProblem("unknown_project", "no project has this public key")
+        if not project.allows_origin(origin):
+            raise HTTPProblem("origin_not_allowed", f"origin {origin!r} is not allowed for this project")
+        claims: dict[str, tokens.Claims] = {}
+        refused: set[str] = set()
+        verifier = self._verifier
+        for event in events:
+            token = getattr(event, "token", None)
+            if token is None or token in claims or token in refused:
+                continue
+            try:
+                kid = verifier.key_id(token)
+                key = self._kids.peek(kid)
+                if key is _MISS:
+                    key = await self._kids.get(kid)
+                claims[token] = verifier.claims(token, _live_token_key(key, project))
+            except tokens.InvalidToken:
+                refused.add(token)
+        return project, claims
 
     async def server_auth(self, request: Request) -> tuple[Project, str]:
         """The project and secret key of a server route's `Authorization: Bearer sk_...`, or a 401."""

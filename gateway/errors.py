@@ -53,10 +53,16 @@ def problem_type(code: str) -> str:
     return f"urn:backchannel:problem:{code}"
 
 
+# A detail may quote the client's input (msgspec names an unknown field whole): never more than this of it.
+MAX_DETAIL_CHARS = 300
+
+
 def problem_body(code: str, detail: str) -> tuple[int, bytes]:
     """The HTTP status and problem+json body for a whole-request error."""
     status, title = ERRORS[code]
     assert status is not None, f"{code} is a per-event code"
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS] + "…"
     return status, _encoder.encode(Problem(type=problem_type(code), title=title, status=status, detail=detail))
 
 

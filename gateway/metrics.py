@@ -1,13 +1,25 @@
-"""Prometheus text metrics, kept in-process (one gateway process = one scrape target)."""
+"""`/metrics`: the gateway's Prometheus metrics, one `prometheus_client` registry per gateway.
+
+The request path counts into plain dicts and ints, which a collector reads at each scrape: `prometheus_client`'s own
+counters cost ~1 µs more per 1-event request and its histogram ~4 µs more per commit (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.schemas import EventResult
 
 # Upper bounds of the histogram buckets.
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+STATUSES = ("accepted", "duplicate", "rejected")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Histogram:
@@ -25,50 +37,62 @@ class Histogram:
                 self.counts[i] += 1
                 break
 
-    def lines(self, name: str) -> Iterable[str]:
-        running = 0
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        running, buckets = 0, []
         for bound, count in zip(self.buckets, self.counts):
             running += count
-            yield f'{name}_bucket{{le="{bound:g}"}} {running}'
-        yield f'{name}_bucket{{le="+Inf"}} {self.total}'
-        yield f"{name}_sum {self.sum:.6f}"
-        yield f"{name}_count {self.total}"
+            buckets.append((f"{bound:g}", running))
+        return HistogramMetricFamily(name, doc, buckets=[*buckets, ("+Inf", self.total)], sum_value=self.sum)
 
 
-class Metrics:
+class Metrics(Collector):
     def __init__(self) -> None:
-        self.events = Counter()  # status -> count
-        self.rejected = Counter()  # error code -> count
-        self.requests_failed = Counter()  # whole-request error code -> count
+        self.events: Counter[str] = Counter()  # status -> count
+        self.rejected: Counter[str] = Counter()  # error code -> count
+        self.requests_failed: Counter[str] = Counter()  # whole-request error code -> count
         self.commit_batch = Histogram(BATCH_BUCKETS)
         self.commit_seconds = Histogram(LATENCY_BUCKETS)
-        self.gauges: dict[str, Callable[[], float]] = {}
+        self._read: dict[str, tuple[Callable[[], float], str]] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def read_at_scrape(self, name: str, read: Callable[[], float], doc: str) -> None:
+        """Show the counter `backchannel_<name>` as `read()` at each scrape (for counts kept elsewhere)."""
+        self._read[name] = (read, doc)
+
+    def count_results(self, results: Iterable[EventResult]) -> None:
+        statuses, errors = self.events, self.rejected
+        for result in results:
+            statuses[result.status] += 1
+            if result.error:
+                errors[result.error] += 1
+
+    def request_failed(self, code: str) -> None:
+        self.requests_failed[code] += 1
 
     def observe_commit(self, events: int, seconds: float) -> None:
         self.commit_batch.observe(events)
         self.commit_seconds.observe(seconds)
 
-    def render(self) -> str:
-        out = [
-            "# HELP backchannel_events_total Events answered, by status.",
-            "# TYPE backchannel_events_total counter",
-        ]
-        for status in ("accepted", "duplicate", "rejected"):
-            out.append(f'backchannel_events_total{{status="{status}"}} {self.events[status]}')
-        out += ["# HELP backchannel_events_rejected_total Rejected events, by error code.",
-                "# TYPE backchannel_events_rejected_total counter"]
-        out += [f'backchannel_events_rejected_total{{error="{code}"}} {n}' for code, n in sorted(self.rejected.items())]
-        out += ["# HELP backchannel_requests_failed_total Whole requests refused, by error code.",
-                "# TYPE backchannel_requests_failed_total counter"]
-        out += [f'backchannel_requests_failed_total{{error="{code}"}} {n}'
-                for code, n in sorted(self.requests_failed.items())]
-        out += ["# HELP backchannel_rate_limited_total Requests answered 429.",
-                "# TYPE backchannel_rate_limited_total counter",
-                f"backchannel_rate_limited_total {self.requests_failed['rate_limited']}"]
-        out += ["# HELP backchannel_commit_batch_events Events per group commit.",
-                "# TYPE backchannel_commit_batch_events histogram", *self.commit_batch.lines("backchannel_commit_batch_events")]
-        out += ["# HELP backchannel_commit_seconds Group commit latency.",
-                "# TYPE backchannel_commit_seconds histogram", *self.commit_seconds.lines("backchannel_commit_seconds")]
-        for name, read in sorted(self.gauges.items()):
-            out += [f"# TYPE backchannel_{name} counter", f"backchannel_{name} {read()}"]
-        return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter("backchannel_events", "Events answered, by status.", "status",
+                       {status: self.events[status] for status in STATUSES})
+        yield _counter("backchannel_events_rejected", "Rejected events, by error code.", "error", self.rejected)
+        yield _counter("backchannel_requests_failed", "Whole requests refused, by error code.", "error",
+                       self.requests_failed)
+        yield CounterMetricFamily("backchannel_rate_limited", "Requests answered 429.",
+                                  value=self.requests_failed["rate_limited"])
+        yield self.commit_batch.family("backchannel_commit_batch_events", "Events per group commit.")
+        yield self.commit_seconds.family("backchannel_commit_seconds", "Group commit latency.")
+        for name, (read, doc) in sorted(self._read.items()):
+            yield CounterMetricFamily(f"backchannel_{name.removesuffix('_total')}", doc, value=read())
+
+
+def _counter(name: str, doc: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from gateway import __version__
 from gateway.errors import ERRORS
-from gateway.schemas import Event, EventResults, Problem, ProjectConfig, TraceCreated, TraceIn, TraceOut
+from gateway.schemas import (
+    MAX_EVENTS_PER_REQUEST, Event, EventResults, Problem, ProjectConfig, PublicKey, TraceCreated, TraceIn, TraceOut,
+)
 
 
-class EventBatchDoc(msgspec.Struct):
+class EventBatchDoc(msgspec.Struct, forbid_unknown_fields=True):
     """`POST /v1/events` body. Each event is validated on its own: a bad one is rejected, its neighbours go on."""
 
-    project: str
-    events: list[Event]
+    project: PublicKey
+    events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS_PER_REQUEST)]
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -10,7 +10,25 @@ from msgspec import Meta, Struct
 
 Id = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 ShortText = Annotated[str, Meta(max_length=200)]
-Millis = Annotated[int, Meta(ge=0, le=253402300799999)]
+MAX_TEXT_CHARS = 1_000_000
+
+
+def _whole(ge: int, le: int) -> Any:
+    """A whole number in [ge, le]. JSON does not tell 5 from 5.0, nor does JSON Schema's "integer": either spelling is
+    accepted (a fraction is refused) and kept as an int by the Struct's `__post_init__`."""
+    return Annotated[int, Meta(ge=ge, le=le)] | Annotated[float, Meta(ge=ge, le=le, multiple_of=1)]
+
+
+def _as_int(value: int | float | None) -> Any:
+    return int(value) if type(value) is float else value
+
+
+# Client clocks in ms since the Unix epoch, before 2100-01-01 (the events route also holds them to a window around
+# the server's clock: gateway/bounds.py). Dwell up to 30 days; a copy at most as long as the longest trace output.
+Millis = _whole(0, 4_102_444_799_999)
+DwellMillis = _whole(0, 30 * 86_400_000)
+CopiedChars = _whole(0, MAX_TEXT_CHARS)
+Attempt = _whole(1, 10_000)
 Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 DEFAULT_REASONS: tuple[tuple[str, str], ...] = (
@@ -44,7 +62,10 @@ class _Event(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True)
     ts: Millis
     token: Annotated[str, Meta(max_length=2048)] | None = None
     session_id: Id | None = None
-    dwell_ms: Annotated[int, Meta(ge=0)] | None = None
+    dwell_ms: DwellMillis | None = None
+
+    def __post_init__(self) -> None:
+        self.ts, self.dwell_ms = _as_int(self.ts), _as_int(self.dwell_ms)
 
 
 class Feedback(_Event, tag="feedback"):
@@ -58,7 +79,11 @@ class Shown(_Event, tag="shown"):
 
 
 class Copied(_Event, tag="copied"):
-    length: Annotated[int, Meta(ge=0)]
+    length: CopiedChars
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.length = _as_int(self.length)
 
 
 class Edited(_Event, tag="edited"):
@@ -66,7 +91,11 @@ class Edited(_Event, tag="edited"):
 
 
 class Regenerated(_Event, tag="regenerated"):
-    attempt: Annotated[int, Meta(ge=1, le=10_000)]
+    attempt: Attempt
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.attempt = _as_int(self.attempt)
 
 
 class Rephrased(_Event, tag="rephrased"):
@@ -77,8 +106,11 @@ class Abandoned(_Event, tag="abandoned"):
     pass
 
 
-Event = Feedback | Shown | Copied | Edited | Regenerated | Rephrased | Abandoned
-EVENT_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Event.__args__)
+class Accepted(_Event, tag="accepted"):
+    how: Literal["accept", "insert"]
+
+
+Event = Feedback | Shown | Copied | Edited | Regenerated | Rephrased | Abandoned | Accepted
 # Per event type, the fields kept in the event row's `props` (JSON); feedback's own fields have columns.
 EVENT_PROPS: dict[type, tuple[str, ...]] = {
     cls: (*(f for f in cls.__struct_fields__ if f not in _Event.__struct_fields__ and f not in Feedback.__struct_fields__),
@@ -87,15 +119,18 @@ EVENT_PROPS: dict[type, tuple[str, ...]] = {
 }
 
 
+PublicKey = Annotated[str, Meta(max_length=64)]
+
+
 class EventBatch(Struct, forbid_unknown_fields=True):
-    project: Annotated[str, Meta(max_length=64)]
+    project: PublicKey
     events: list[msgspec.Raw]
 
 
 class TypedEventBatch(Struct, forbid_unknown_fields=True):
     """The same body as `EventBatch`, decoded in one pass: used when every event in it is valid (the common case)."""
 
-    project: Annotated[str, Meta(max_length=64)]
+    project: PublicKey
     events: list[Event]
 
 
@@ -118,10 +153,13 @@ class TraceIn(Struct, forbid_unknown_fields=True, kw_only=True):
     model: ShortText | None = None
     template: ShortText | None = None
     template_version: ShortText | None = None
-    input: Annotated[str, Meta(max_length=1_000_000)] | None = None
-    output: Annotated[str, Meta(max_length=1_000_000)] | None = None
+    input: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] | None = None
+    output: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] | None = None
     metadata: dict[str, Any] | None = None
     ts: Millis | None = None
+
+    def __post_init__(self) -> None:
+        self.ts = _as_int(self.ts)
 
 
 class TraceCreated(Struct):
@@ -152,6 +190,7 @@ class StoredEvent(Struct, omit_defaults=True):
     edit_ratio: float | None = None
     attempt: int | None = None
     similarity: float | None = None
+    how: str | None = None
     dwell_ms: int | None = None
 
 

@@ -1,21 +1,69 @@
-"""Every gateway setting, defined once: name, default, type and help.
+"""Every gateway setting, declared once, in `Settings`: name, type, default and help.
 
-Each reads from the environment as `BACKCHANNEL_<NAME>`; CLI options override. The README's settings table lists them all
-(tests/test_docs.py checks it).
+Each reads from the environment as `BACKCHANNEL_<NAME>` and is a `backchannel serve --<name>` option, which wins. The
+README's settings table is `settings_table()` (tests/test_docs.py checks it).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Mapping, get_type_hints
 
 ENV_PREFIX = "BACKCHANNEL_"
 
 
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "Interface `backchannel serve` binds to.")
+    port: int = _setting(8000, "Port `backchannel serve` listens on.")
+    db: str = _setting("backchannel.db", "Path of the SQLite database (WAL mode).")
+    redis: str = _setting("", "Redis URL for shared rate-limit and de-dup state across gateway processes; empty: "
+                              "in-process.")
+    redis_timeout_ms: int = _setting(100, "Redis socket timeout; past it the gateway fails open to its in-process "
+                                          "limiter.")
+    limit_session: str = _setting("10/s burst 200", "Events per (project, session): `N/s`, `N/min`, `N/h` or `N/d`, "
+                                                     "optional `burst B` (at least 100, one full request).")
+    limit_ip: str = _setting("100/s burst 1000", "Events per (project, client IP).")
+    limit_project: str = _setting("5000/s burst 20000", "Events per project.")
+    token_ttl: int = _setting(7 * 86400, "Default lifetime of a feedback token, in seconds (7 days).")
+    seen_ttl: int = _setting(7 * 86400, "With Redis, how long a committed event id is answered `duplicate` from Redis "
+                                        "(the de-dup fast path), in seconds; later retries are answered by the store.")
+    ip_salt: str = _setting("", "Salt for hashing client IPs; empty: a random salt kept in the database.")
+    trust_forwarded_for: bool = _setting(False, "Take the client IP from `X-Forwarded-For` (only behind a trusted "
+                                                "proxy).")
+    max_body_bytes: int = _setting(65536, "Largest `/v1/events` body accepted, after decompression.")
+    sqlite_busy_timeout_ms: int = _setting(5000, "How long a write waits for a lock held by another process before "
+                                                 "it fails (503).")
+    commit_max_batch: int = _setting(2000, "Most events the writer commits in one transaction.")
+    sqlite_synchronous: str = _setting("FULL", "SQLite `synchronous` pragma for the writer: FULL survives power loss, "
+                                               "NORMAL only a crash.")
+    log_level: str = _setting("info", "Log level: debug, info, warning, error.")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `BACKCHANNEL_*` environment variables, then `overrides` that are not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            if overrides.get(setting.name) is not None:
+                values[setting.name] = setting.coerce(overrides[setting.name])
+            elif setting.env in environ:
+                values[setting.name] = setting.coerce(environ[setting.env])
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class Setting:
+    """One field of `Settings`, as the environment, the command line and the README see it."""
+
     name: str
+    type: type
     default: Any
     help: str
 
@@ -23,78 +71,66 @@ class Setting:
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "127.0.0.1", "Interface `backchannel serve` binds to."),
-    Setting("port", 8000, "Port `backchannel serve` listens on."),
-    Setting("db", "backchannel.db", "Path of the SQLite database (WAL mode)."),
-    Setting("redis", "", "Redis URL for shared rate-limit and de-dup state across gateway processes; empty: in-process."),
-    Setting("redis_timeout_ms", 100, "Redis socket timeout; past it the gateway fails open to its in-process limiter."),
-    Setting("limit_session", "10/s burst 200", "Events per (project, session): `N/s`, `N/min` or `N/h`, optional `burst B`."),
-    Setting("limit_ip", "100/s burst 1000", "Events per (project, client IP)."),
-    Setting("limit_project", "5000/s burst 20000", "Events per project."),
-    Setting("token_ttl", 7 * 86400, "Default lifetime of a feedback token, in seconds."),
-    Setting("ip_salt", "", "Salt for hashing client IPs; empty: a random salt kept in the database."),
-    Setting("trust_forwarded_for", False, "Take the client IP from `X-Forwarded-For` (only behind a trusted proxy)."),
-    Setting("max_body_bytes", 65536, "Largest `/v1/events` body accepted, after decompression."),
-    Setting("sqlite_busy_timeout_ms", 5000, "How long a write waits for a lock held by another process before it fails (503)."),
-    Setting("commit_max_batch", 2000, "Most events the writer commits in one transaction."),
-    Setting("sqlite_synchronous", "FULL", "SQLite `synchronous` pragma for the writer: FULL survives power loss, NORMAL only a crash."),
-    Setting("log_level", "info", "Log level: debug, info, warning, error."),
-)
+    def coerce(self, raw: Any) -> Any:
+        """`raw` (text from the environment or the command line, or a value of the type) as the setting's type."""
+        if isinstance(raw, self.type) and not (self.type is int and isinstance(raw, bool)):
+            return raw
+        text = str(raw).strip()
+        if self.type is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"{self.env} must be true or false, got {text!r}")
+        if self.type is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"{self.env} must be an integer, got {text!r}") from None
+        return text
 
-
-@dataclass(frozen=True)
-class Settings:
-    host: str
-    port: int
-    db: str
-    redis: str
-    redis_timeout_ms: int
-    limit_session: str
-    limit_ip: str
-    limit_project: str
-    token_ttl: int
-    ip_salt: str
-    trust_forwarded_for: bool
-    max_body_bytes: int
-    sqlite_busy_timeout_ms: int
-    commit_max_batch: int
-    sqlite_synchronous: str
-    log_level: str
-
-    @classmethod
-    def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `BACKCHANNEL_*` environment variables, then `overrides` that are not None."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for setting in SETTINGS:
-            value = setting.default
-            if setting.env in environ:
-                value = _coerce(setting, environ[setting.env])
-            if overrides.get(setting.name) is not None:
-                value = _coerce(setting, overrides[setting.name])
-            values[setting.name] = value
-        return cls(**values)
+    def shown_default(self) -> str:
+        """The default as the README shows it."""
+        if self.default == "":
+            return "(empty)"
+        if isinstance(self.default, bool):
+            return f"`{str(self.default).lower()}`"
+        return f"`{self.default}`"
 
 
-def _coerce(setting: Setting, raw: Any) -> Any:
-    kind = type(setting.default)
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    text = str(raw).strip()
-    if kind is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{setting.env} must be true or false, got {text!r}")
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{setting.env} must be an integer, got {text!r}") from None
-    return text
+def _declared() -> tuple[Setting, ...]:
+    types = get_type_hints(Settings)
+    out = []
+    for f in fields(Settings):
+        assert f.default is not MISSING
+        out.append(Setting(f.name, types[f.name], f.default, f.metadata["help"]))
+    return tuple(out)
 
 
-assert [s.name for s in SETTINGS] == [f.name for f in fields(Settings)], "SETTINGS and Settings must list the same names"
+SETTINGS: tuple[Setting, ...] = _declared()
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def add_options(parser: argparse.ArgumentParser, *names: str, **defaults: Any) -> None:
+    """`--<name>` options for these settings (all of them without names), read back by `from_options`. Each takes
+    text, coerced as its environment variable is; `defaults` replace the settings' own (e.g. the demo's database)."""
+    for setting in [BY_NAME[name] for name in names] if names else SETTINGS:
+        default = defaults.get(setting.name)
+        shown = default if default is not None else setting.default
+        parser.add_argument(setting.option, dest=setting.name, default=default, metavar=setting.type.__name__.upper(),
+                            help=f"{setting.help} Default: {shown!r}; environment: {setting.env}.")
+
+
+def from_options(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    return Settings.load(environ, **{s.name: getattr(args, s.name, None) for s in SETTINGS})
+
+
+def settings_table() -> str:
+    """The README's settings table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{s.env}` | {s.shown_default()} | {s.help} |" for s in SETTINGS]
+    return "\n".join(lines)

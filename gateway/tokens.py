@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Any, Awaitable, Callable
+
 import msgspec
 
 PREFIX = "bc1."
@@ -50,7 +50,13 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Exactly unpadded base64url. The decoder alone also takes padding, `+/`, stray characters and non-zero trailing
+    bits: each would be another spelling of one token (another cache key), so what does not re-encode to itself is
+    refused."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not unpadded base64url")
+    return data
 
 
 def mint(secret_key: str, *, public_key: str, trace_id: str, session_id: str, ttl: int,
@@ -107,37 +113,30 @@ def binds(claims: Claims, public_key: str, trace_id: str, now: float) -> bool:
 class Verifier:
     """Checks token signatures, each token once, not once per event it rides on.
 
-    A remembered token is still refused once its key is revoked; what it binds (project, trace, expiry) is for the
-    caller to check on every use, with `binds`.
+    Plain values in and out: the caller looks the key up (`key_id`, then the live token key of that id) and hands it to
+    `claims`. A remembered token is still refused once its key is revoked (no live key: None); what it binds (project,
+    trace, expiry) is for the caller to check on every use, with `binds`.
     """
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self._verified: dict[str, Claims] = {}
         self._max = max_entries
 
-    def remembered_claims(self, token: str, cached_key_for: Callable[[Any, str], object], project: Any
-                          ) -> Claims | None:
-        """`signed_claims` without a coroutine, where a cache can answer: the claims of a token checked before whose
-        key `cached_key_for(project, kid)` knows to be live (bytes), InvalidToken if it knows the key is revoked
-        (None), and None when only `signed_claims` can tell (a token not seen yet, or any other answer: a key to
-        load). The hot path calls it per request, so `project` is passed on rather than bound in a partial."""
+    def key_id(self, token: str) -> str:
+        """The id of the key a token says it was signed with (not checked yet), or InvalidToken if it is no token."""
         claims = self._verified.get(token)
-        if claims is None:
-            return None
-        key = cached_key_for(project, claims.k)
-        if key is None:
-            raise InvalidToken("key revoked")
-        return claims if isinstance(key, bytes) else None
+        return claims.k if claims is not None else parse(token).claims.k
 
-    async def signed_claims(self, token: str, key_for: Callable[[str], Awaitable[bytes | None]]) -> Claims:
-        """The claims of a token signed by a live key of the project (`key_for(kid)`), or InvalidToken."""
+    def claims(self, token: str, key: bytes | None) -> Claims:
+        """The claims of a token signed by `key`, the live token key of the id it names (None: no live key), or
+        InvalidToken."""
+        if key is None:
+            raise InvalidToken("no live key has this id")
         claims = self._verified.get(token)
-        if claims is not None:
-            if await key_for(claims.k) is None:
-                raise InvalidToken("key revoked")
+        if claims is not None:  # signed by this key id, checked before; a key id names one key forever
             return claims
         parsed = parse(token)
-        check_signature(parsed, await key_for(parsed.claims.k))
+        check_signature(parsed, key)
         if len(self._verified) >= self._max:
             self._verified.clear()
         self._verified[token] = parsed.claims

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.core import Gateway
 from gateway.settings import Settings
 
 ORIGIN = "https://chat.example.com"
@@ -36,7 +37,7 @@ class Harness:
     db: str
 
     @property
-    def gateway(self):
+    def gateway(self) -> Gateway:
         return self.app.state.gateway
 
     async def trace(self, trace_id: str = "trace-1", session_id: str = "session-1", **fields) -> str:

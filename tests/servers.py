@@ -82,6 +82,7 @@ class GatewayProcess:
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="bc-gateway-", suffix=".log", delete=False)
+        self.log.close()  # the file stays (delete=False); each start appends to it through a handle of its own
 
     @property
     def url(self) -> str:
@@ -93,7 +94,8 @@ class GatewayProcess:
         if self.redis_url:
             cmd += ["--redis", self.redis_url]
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        with open(self.log.name, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for(self._ready, timeout=30, what="gateway /healthz")
 
     def _ready(self) -> bool:

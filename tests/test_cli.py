@@ -38,7 +38,7 @@ def test_no_require_token_flag(tmp_path):
 def test_token_command_matches_the_gateway(tmp_path):
     db = str(tmp_path / "bc.db")
     out = json.loads(run("project", "create", "--name", "x", "--origin", "*", "--db", db).stdout)
-    token = run("token", "--secret", out["secret_key"], "--trace-id", "t1", "--session-id", "s1", "--ttl", "60",
+    token = run("token", "--secret", out["secret_key"], "--trace-id", "t1", "--session-id", "s1", "--token-ttl", "60",
                 "--db", db).stdout.strip()
     parsed = tokens.parse(token)
     claims = tokens.verify(parsed, tokens.token_key(out["secret_key"]), public_key=out["public_key"], trace_id="t1")
@@ -88,13 +88,14 @@ def test_key_rotation_add_then_revoke(tmp_path):
         gateway.stop()
 
 
-def test_the_demo_project_is_seeded_once_and_its_keys_read_back(tmp_path):
+async def test_the_demo_project_is_seeded_once_and_its_keys_read_back(tmp_path):
     from gateway.demo import seed_project
+    from gateway.settings import Settings
 
-    db = str(tmp_path / "demo.db")
-    first = seed_project(db, ["http://127.0.0.1:8001"])
-    assert seed_project(db, ["http://127.0.0.1:8001"]) == first  # the same project, from the key file
+    settings = Settings.load({}, db=str(tmp_path / "demo.db"))
+    first = await seed_project(settings, ["http://127.0.0.1:8001"])
+    assert await seed_project(settings, ["http://127.0.0.1:8001"]) == first  # the same project, from the key file
     (tmp_path / "demo.db").unlink()  # the key file outlives its database: a new project, new keys
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"demo.db{suffix}").unlink(missing_ok=True)
-    assert seed_project(db, ["http://127.0.0.1:8001"])[0] != first[0]
+    assert (await seed_project(settings, ["http://127.0.0.1:8001"]))[0] != first[0]

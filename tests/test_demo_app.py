@@ -161,6 +161,42 @@ async def test_page_has_test_hooks_and_keeps_the_session():
     assert page.find("span", data_testid="model-badge")
 
 
+@pytest.mark.parametrize(("query", "model", "delay"), [
+    ("", None, None),
+    ("?model=model-b&delay=0", "model-b", "0"),
+    ("?model=model-a&delay=60000", "model-a", "60000"),
+    ("?model=model-c&delay=60001", None, None),  # unknown variants and out-of-range delays are ignored
+    ("?model=&delay=-5", None, None),
+    ("?delay=1e3", None, None),
+    ("?delay=%D9%A3", None, None),  # a non-ASCII digit
+])
+async def test_page_can_pin_the_variant_and_the_thumbs_delay(query, model, delay):
+    app = create_app(gateway_url="http://gw.test", public_key=PUBLIC_KEY, secret_key=SECRET_KEY)
+    async with _asgi_client(app) as client:
+        response = await client.get("/" + query)
+    assert response.status_code == 200
+    session_id = response.cookies[SESSION_COOKIE]
+    page = _parse(response.text)
+    [app_div] = page.find("div", id="app")
+    assert app_div.get("data-pinned-model") == model
+    assert app_div["data-model"] == (model or llm.assign_model(session_id))
+    [widget] = [a for t, a in page.tags if t == "script" and "data-project" in a]
+    assert widget.get("data-delay-ms") == delay
+
+
+async def test_chat_answers_with_the_pinned_variant_and_rejects_unknown_ones(gateway):
+    async with demo_client(gateway.url) as client:
+        for model in llm.MODELS:
+            async with client.stream("POST", "/api/chat?speed=max",
+                                     json={"prompt": PROMPTS[0], "model": model}) as response:
+                assert response.status_code == 200
+                body = "".join([part async for part in response.aiter_text()])
+            assert _parse_sse(body)[0][1]["model"] == model
+        bad = await client.post("/api/chat", json={"prompt": PROMPTS[0], "model": "model-c"})
+    assert bad.status_code == 400
+    assert [t["model"] for t in gateway.traces] == list(llm.MODELS)
+
+
 async def test_static_assets_and_healthz():
     app = create_app(gateway_url="http://gw.test", public_key=PUBLIC_KEY, secret_key=SECRET_KEY)
     async with _asgi_client(app) as client:
@@ -168,7 +204,7 @@ async def test_static_assets_and_healthz():
         style = await client.get("/static/chat.css")
         health = await client.get("/healthz")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
-    for attribute in ("data-trace-id", "data-feedback-token", "data-streaming", 'data-feedback-role": "user"',
+    for attribute in ("data-trace-id", "data-feedback-token", "data-streaming", '"data-feedback-role", "user"',
                       "data-feedback-action", "data-feedback-draft"):
         assert attribute in script.text
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")

@@ -417,19 +417,19 @@ async def test_a_revoked_key_stops_working_in_a_running_gateway(harness):
 
     from gateway import tokens as token_module
     from gateway.directory import Directory
-    from gateway.store import tables
+    from gateway.store import create_store
 
-    harness.gateway.directory = Directory(harness.gateway.store, key_ttl=0.1)  # the default is 5 s
+    gateway = harness.gateway
+    gateway.directory = Directory(gateway.store, gateway.tokens, key_ttl=0.1)  # the default is 5 s
     token = await harness.trace()
     assert (await harness.send(event(token=token))).json()["results"][0]["status"] == "accepted"
-    conn = tables.connect(harness.db)
+    other_process = create_store(gateway.settings, writer_process=False)  # as `backchannel project revoke-key` does
+    await other_process.open()
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        project_id = conn.execute("SELECT id FROM projects WHERE public_key = ?", (harness.public_key,)).fetchone()[0]
-        assert tables.revoke_secret_key(conn, project_id, token_module.key_id(harness.secret_key))
-        conn.execute("COMMIT")
+        project = await other_process.project_by_public_key(harness.public_key)
+        assert await other_process.revoke_secret_key(project.id, token_module.key_id(harness.secret_key))
     finally:
-        conn.close()
+        await other_process.close()
     await asyncio.sleep(0.15)  # past the key cache's lifetime
     assert (await harness.send(event(token=token))).json()["results"][0]["error"] == "invalid_token"
     refused = await harness.client.post("/v1/traces", json={"trace_id": "t2", "session_id": "s"},

@@ -10,7 +10,7 @@ import redis.asyncio
 
 from gateway.ratelimit import Check, Limit, Rate, create_limiter
 from gateway.ratelimit.memory import MemoryLimiter
-from gateway.ratelimit.redis import SEEN_PREFIX, RedisLimiter
+from gateway.ratelimit.redis import RedisLimiter
 from tests.servers import free_port
 
 SLOW = Rate.parse("3/min")  # one slot per 20 s: a test's own run time never refills it
@@ -156,11 +156,11 @@ async def test_a_key_given_twice_is_charged_twice(limiter):
 
 
 @pytest.mark.redis
-async def test_ids_are_seen_only_after_remember(redis_limiter):
+async def test_keys_are_seen_only_after_mark(redis_limiter):
     ids = ["p:a", "p:b", "p:c"]
-    assert redis_limiter.shares_ids
+    assert redis_limiter.keeps_keys
     assert (await redis_limiter.check([Limit("k", ROOMY)], ids)).seen == frozenset()
-    await redis_limiter.remember(["p:a", "p:c"])
+    await redis_limiter.mark(["p:a", "p:c"], 60)
     check = await redis_limiter.check([Limit("k", ROOMY)], ids)
     assert check.allowed
     assert check.seen == {"p:a", "p:c"}
@@ -168,18 +168,18 @@ async def test_ids_are_seen_only_after_remember(redis_limiter):
 
 @pytest.mark.redis
 async def test_seen_is_reported_even_when_denied(redis_limiter):
-    await redis_limiter.remember(["p:a"])
+    await redis_limiter.mark(["p:a"], 60)
     await charge(redis_limiter, Limit("k", SLOW), times=3)
     check = await redis_limiter.check([Limit("k", SLOW)], ["p:a"])
     assert not check.allowed
     assert check.seen == {"p:a"}
 
 
-async def test_in_process_limiter_keeps_no_ids(clock):
+async def test_in_process_limiter_keeps_no_keys(clock):
     # In one process the store's unique constraint is the de-dup; the limiter says so, and the gateway asks it nothing.
     limiter = MemoryLimiter(clock=clock)
-    assert not limiter.shares_ids
-    await limiter.remember(["p:a"])
+    assert not limiter.keeps_keys
+    await limiter.mark(["p:a"], 60)
     assert await limiter.check([Limit("k", ROOMY)], ["p:a"]) == Check(allowed=True, retry_after=0.0, seen=frozenset())
 
 
@@ -246,7 +246,7 @@ async def test_two_processes_share_limits_and_seen_ids(redis_url):
         await charge(first, Limit("s:p:1", SLOW), times=2)
         assert (await second.check([Limit("s:p:1", SLOW)])).allowed
         assert not (await first.check([Limit("s:p:1", SLOW)])).allowed
-        await first.remember(["p:a"])
+        await first.mark(["p:a"], 60)
         assert (await second.check([], ["p:a"])).seen == {"p:a"}
     finally:
         await first.aclose()
@@ -254,14 +254,14 @@ async def test_two_processes_share_limits_and_seen_ids(redis_url):
 
 
 @pytest.mark.redis
-async def test_remembered_ids_expire_after_seen_ttl(redis_url, redis_client):
-    limiter = RedisLimiter(redis_url, timeout=1.0, seen_ttl=3600)
+async def test_marked_keys_expire_after_their_ttl(redis_url, redis_client):
+    limiter = RedisLimiter(redis_url, timeout=1.0)
     try:
-        await limiter.remember(["p:a", "p:b"])
+        await limiter.mark(["p:a", "p:b"], 3600)
     finally:
         await limiter.aclose()
-    for event_id in ["p:a", "p:b"]:
-        assert 3590 <= await redis_client.ttl(SEEN_PREFIX + event_id) <= 3600
+    for key in ["p:a", "p:b"]:
+        assert 3590 <= await redis_client.ttl(key) <= 3600
 
 
 @pytest.mark.redis
@@ -304,7 +304,7 @@ async def test_fails_open_while_redis_is_down_and_recovers(redis_server, redis_u
 
         started = time.monotonic()
         checks = await charge(limiter, Limit("k", SLOW), times=4)
-        await limiter.remember(["p:a"])
+        await limiter.mark(["p:a"], 60)
         assert time.monotonic() - started < 0.5
         # The in-process fallback still enforces the limit, on its own fresh state; the store alone de-duplicates.
         assert [c.allowed for c in checks] == [True, True, True, False]
@@ -367,7 +367,7 @@ async def test_create_limiter_without_redis_is_in_process():
 
 @pytest.mark.redis
 async def test_create_limiter_with_redis(redis_url):
-    limiter = create_limiter(redis_url, redis_timeout=0.5, seen_ttl=60)
+    limiter = create_limiter(redis_url, redis_timeout=0.5)
     try:
         assert isinstance(limiter, RedisLimiter)
         assert await limiter.ping()

@@ -1,9 +1,12 @@
-"""The SQLite schema (`gateway/store/tables.py`): a new file, the migration from the first schema, the event inserts."""
+"""The store: the SQLite schema (`tables.py`: a new file, migrations, the event inserts) and the `Store` interface."""
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
+import types
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -137,8 +140,8 @@ def columns(conn: sqlite3.Connection, table: str) -> list[str]:
 def test_a_new_file_gets_the_current_schema(tmp_path):
     path = str(tmp_path / "bc.db")
     with closing(tables.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 2
-        assert table_names(conn) == {"meta", "projects", "secret_keys", "traces", "events", "votes"}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 3
+        assert table_names(conn) >= {"meta", "projects", "secret_keys", "traces", "events", "votes"}
         assert columns(conn, "traces")[:3] == ["row", "project_id", "trace_id"]
         assert columns(conn, "events")[:4] == ["seq", "project_id", "id", "trace"]
         assert columns(conn, "votes")[:2] == ["trace", "session_id"]
@@ -150,8 +153,8 @@ def test_a_new_file_gets_the_current_schema(tmp_path):
 async def test_the_first_schema_is_migrated_and_reads_the_same(tmp_path):
     path = first_schema_file(tmp_path / "bc.db")
     with closing(tables.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
-        assert table_names(conn) == {"meta", "projects", "secret_keys", "traces", "events", "votes"}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION
+        assert table_names(conn) >= {"meta", "projects", "secret_keys", "traces", "events", "votes"}
         assert conn.execute("SELECT project_id, trace_id, session_id, created_at, updated_at FROM traces"
                             " ORDER BY row").fetchall() == TRACES_1
         assert [seq for (seq,) in conn.execute("SELECT seq FROM events ORDER BY seq")] == [e[0] for e in EVENTS_1]
@@ -223,9 +226,9 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "bc.db"
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE future (x)")
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute(f"PRAGMA user_version = {tables.SCHEMA_VERSION + 1}")
     before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="schema version 3"):
+    with pytest.raises(RuntimeError, match=f"schema version {tables.SCHEMA_VERSION + 1}"):
         tables.connect(str(path))
     assert path.read_bytes() == before
 
@@ -241,7 +244,7 @@ def test_concurrent_connects_migrate_once(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(connect, range(4)))  # raises what any of them raised
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == len(EVENTS_1)
         assert conn.execute("SELECT count(*) FROM traces").fetchone()[0] == len(TRACES_1)
 
@@ -306,3 +309,108 @@ def test_the_newest_vote_by_client_time_wins(db):
     commit(db, [(1, [row("v4", type="feedback", value=1, ts=300)]),
                 (1, [row("v5", type="feedback", value=0, session_id="s2", ts=1)])], known)
     assert votes() == [(1, "s1", 1, 300), (1, "s2", 0, 1)]
+
+
+# --- The Store interface, served (writer process) and for commands (one connection) ---
+
+@pytest.mark.parametrize("writer_process", [True, False], ids=["served", "command"])
+async def test_every_store_operation_through_the_interface(tmp_path, writer_process):
+    import uuid
+
+    from gateway import tokens
+
+    store = SQLiteStore(str(tmp_path / "bc.db"), writer_process=writer_process)
+    await store.open()
+    try:
+        project, secret = await store.create_project(name="p", origins=["https://a.example/"], require_token=False)
+        assert (project.origins, project.require_token) == (("https://a.example",), False)
+        assert await store.project_by_public_key(project.public_key) == project == await store.project_by_id(project.id)
+        assert await store.list_projects() == [project]
+        second = await store.add_secret_key(project.id)
+        assert [k.kid for k in await store.keys_of(project.id)] == [tokens.key_id(secret), tokens.key_id(second)]
+        assert await store.revoke_secret_key(project.id, tokens.key_id(secret))
+        assert not await store.revoke_secret_key(project.id, tokens.key_id(secret))  # no longer live
+        assert (await store.key_by_secret(secret)).revoked and not (await store.key_by_kid(tokens.key_id(second))).revoked
+        assert await store.meta("salt", "first") == "first" == await store.meta("salt", "second")
+        assert await store.upsert_trace(project.id, TraceIn(trace_id="t", session_id="s")) is True
+        ids = [uuid.uuid4(), uuid.uuid4()]
+        rows = [EventRow(i, "t", "s", "shown", None, None, None, None, 1, "h") for i in ids]
+        assert await store.write_events(project.id, rows) == ["accepted", "accepted"]
+        assert await store.write_events(project.id, rows[:1]) == ["duplicate"]
+        assert [e.id for e in (await store.get_trace(project.id, "t")).events] == [str(i) for i in ids]
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def feature(monkeypatch):
+    """A feature module (as `tables.FEATURES` names them) with a table, an upgrade step and an after_events hook."""
+    module = types.ModuleType("bc_test_feature")
+    module.SCHEMA = "CREATE TABLE IF NOT EXISTS feature_log (first_seq INTEGER, last_seq INTEGER, note TEXT);\n"
+
+    def upgrade_from_2(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO feature_log VALUES (NULL, NULL, 'backfilled: ' ||"
+                     " (SELECT count(*) FROM events))")
+
+    def after_events(conn: sqlite3.Connection, first: int, last: int) -> None:
+        new = conn.execute("SELECT count(*) FROM events WHERE seq > ? AND seq <= ?", (first, last)).fetchone()[0]
+        conn.execute("INSERT INTO feature_log VALUES (?, ?, ?)", (first, last, f"{new} new"))
+
+    module.upgrade_from_2, module.after_events = upgrade_from_2, after_events
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(tables, "FEATURES", (module.__name__,))
+    tables.features.cache_clear()
+    tables._after_events.cache_clear()
+    yield module
+    tables.features.cache_clear()
+    tables._after_events.cache_clear()
+
+
+def _as_version_2(path: str) -> str:
+    """A file as version 2 left it: the base tables only."""
+    with closing(tables.connect(path)):
+        pass
+    with closing(sqlite3.connect(path)) as conn:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN"
+                                    " ('meta', 'projects', 'secret_keys', 'traces', 'events', 'votes')").fetchall():
+            conn.execute(f"DROP TABLE {name}")
+        conn.execute("PRAGMA user_version = 2")
+    return path
+
+
+def test_a_feature_table_reaches_new_and_older_files(tmp_path, feature):
+    """Version 3 is the features' tables: a new file gets them, a version 2 or first-schema file is upgraded (with the
+    feature's own step run on its data), all in the one upgrade transaction."""
+    v1 = first_schema_file(tmp_path / "v1.db")
+    with closing(sqlite3.connect(v1)):
+        pass
+    tables.FEATURES, saved = (), tables.FEATURES
+    tables.features.cache_clear()
+    v2 = _as_version_2(str(tmp_path / "v2.db"))
+    tables.FEATURES = saved
+    tables.features.cache_clear()
+    for path, notes in ((v2, ["backfilled: 0"]), (v1, [f"backfilled: {len(EVENTS_1)}"]),
+                        (str(tmp_path / "new.db"), [])):
+        with closing(tables.connect(path)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 3
+            assert [n for (n,) in conn.execute("SELECT note FROM feature_log")] == notes
+    with closing(sqlite3.connect(v1)) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == len(EVENTS_1)
+
+
+def test_after_events_runs_in_the_commit_with_the_new_events_range(tmp_path, feature):
+    with closing(tables.connect(str(tmp_path / "bc.db"))) as conn:
+        with tables.transaction(conn):
+            project, _ = tables.create_project(conn, name="p", origins=["*"])
+            tables.upsert_trace(conn, project.id, TraceIn(trace_id="t", session_id="s"))
+        rows = [EventRow(str(uuid.uuid4()), "t", "s", "shown", None, None, None, None, 1, "h") for _ in range(3)]
+        known: dict = {}
+        with tables.transaction(conn):
+            assert tables.insert_event_batches(conn, [(project.id, rows[:2])], known) == [["accepted"] * 2]
+        with tables.transaction(conn):  # one duplicate, one new: the hook sees the range, and one new row in it
+            assert tables.insert_event_batches(conn, [(project.id, rows[1:])], known) == [["duplicate", "accepted"]]
+        with tables.transaction(conn):  # only duplicates: nothing was added, the hook does not run
+            tables.insert_event_batches(conn, [(project.id, rows)], known)
+        assert conn.execute("SELECT first_seq, last_seq, note FROM feature_log").fetchall() == [
+            (0, 2, "2 new"), (2, 4, "1 new")]

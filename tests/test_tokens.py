@@ -60,46 +60,25 @@ def test_secret_is_not_recoverable_from_what_is_stored():
     assert SECRET not in stored and SECRET.encode().hex() not in stored
 
 
-async def test_verifier_checks_each_signature_once_and_still_refuses_revoked_keys():
-    verifier = tokens.Verifier()
-    token, _ = tokens.mint(SECRET, public_key="pk_a", trace_id="t1", session_id="s1", ttl=60)
-    live = {tokens.key_id(SECRET): tokens.token_key(SECRET)}
-    asked = []
-
-    async def key_for(kid):
-        asked.append(kid)
-        return live.get(kid)
-
-    assert (await verifier.signed_claims(token, key_for)).s == "s1"
-    assert (await verifier.signed_claims(token, key_for)).s == "s1"
-    assert asked == [tokens.key_id(SECRET)] * 2  # the key is looked up each time: revocation is never cached away
-    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
-    with pytest.raises(tokens.InvalidToken):
-        await verifier.signed_claims(forged, key_for)
-    live.clear()  # the key was revoked: its remembered tokens stop working too
-    with pytest.raises(tokens.InvalidToken):
-        await verifier.signed_claims(token, key_for)
-
-
-async def test_remembered_claims_answer_from_caches_only_what_they_know():
+def test_verifier_checks_each_signature_once_and_still_refuses_revoked_keys(monkeypatch):
     verifier = tokens.Verifier()
     token, _ = tokens.mint(SECRET, public_key="pk_a", trace_id="t1", session_id="s1", ttl=60)
     kid, key = tokens.key_id(SECRET), tokens.token_key(SECRET)
-    not_cached = object()  # what a cache answers when the key has to be loaded
-
-    def cache(keys):  # a cached look-up of (project, kid)
-        return lambda project, asked: keys.get(asked, not_cached)
-
-    assert verifier.remembered_claims(token, cache({kid: key}), "p") is None  # never verified: signed_claims must tell
-
-    async def key_for(asked):
-        return key if asked == kid else None
-
-    await verifier.signed_claims(token, key_for)
-    assert verifier.remembered_claims(token, cache({kid: key}), "p").s == "s1"
-    assert verifier.remembered_claims(token, cache({}), "p") is None
-    with pytest.raises(tokens.InvalidToken):  # a revoked key's remembered tokens stop working here too
-        verifier.remembered_claims(token, cache({kid: None}), "p")
+    assert verifier.key_id(token) == kid
+    checked = []
+    real_check = tokens.check_signature
+    monkeypatch.setattr(tokens, "check_signature", lambda parsed, k: checked.append(k) or real_check(parsed, k))
+    assert verifier.claims(token, key).s == "s1"
+    assert verifier.claims(token, key).s == "s1"
+    assert checked == [key]  # once per token
+    assert verifier.key_id(token) == kid  # from what was remembered
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    with pytest.raises(tokens.InvalidToken):
+        verifier.claims(forged, key)
+    with pytest.raises(tokens.InvalidToken):  # the key was revoked (no live key): its remembered tokens stop working
+        verifier.claims(token, None)
+    with pytest.raises(tokens.InvalidToken):
+        verifier.key_id("garbage")
 
 
 def test_binds_checks_project_trace_and_expiry():

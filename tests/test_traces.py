@@ -46,3 +46,21 @@ async def test_a_project_cannot_read_another_projects_trace(tmp_path):
         _, other_secret = await harness.gateway.store.create_project(name="other", origins=["*"])
         response = await harness.client.get("/v1/traces/private", headers={"Authorization": f"Bearer {other_secret}"})
         assert response.status_code == 404
+
+
+async def test_a_trace_body_without_content_length_is_refused_while_it_is_read(harness):
+    from gateway.routes.traces import MAX_TRACE_BYTES
+
+    sent = 0
+
+    async def chunks():  # chunked transfer: no Content-Length to refuse it by
+        nonlocal sent
+        while sent < 3 * MAX_TRACE_BYTES:
+            sent += 65536
+            yield b" " * 65536
+
+    response = await harness.client.post("/v1/traces", content=chunks(), headers={
+        "Authorization": f"Bearer {harness.secret_key}", "Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["type"].endswith("too_large")
+    assert "content-length" not in response.request.headers
+    assert sent <= MAX_TRACE_BYTES + 65536  # the rest was never read

@@ -1,9 +1,12 @@
 // Quill demo chat: sends prompts to /api/chat, streams the answer in, and marks messages up per
 // the Backchannel widget contract (data-trace-id, data-feedback-token, data-streaming,
-// data-feedback-role="user", data-feedback-action, data-feedback-draft). The widget does the rest.
+// data-feedback-role="user", data-feedback-action, data-feedback-draft). The widget does the rest,
+// and tells the page about each vote (backchannel.on("feedback")): after a thumbs-down Quill asks
+// what it could have done better, and the reply becomes that vote's comment (backchannel.comment).
 (function () {
   "use strict";
 
+  var app = document.getElementById("app");
   var conversation = document.getElementById("conversation");
   var emptyState = document.getElementById("empty-state");
   var form = document.getElementById("composer");
@@ -14,7 +17,9 @@
   // ?speed=N streams N times faster, ?speed=max without pauses (for tests).
   var speed = new URLSearchParams(location.search).get("speed");
   var chatUrl = "/api/chat" + (speed ? "?speed=" + encodeURIComponent(speed) : "");
+  var pinnedModel = app.getAttribute("data-pinned-model");  // ?model=: this variant, not the session's
   var busy = false;
+  var followUp = null;  // {traceId} while Quill waits for the answer to "What could I have done better?"
 
   var ICONS = {
     copy: '<svg viewBox="0 0 24 24" aria-hidden="true"><rect x="9" y="9" width="11" height="11" rx="2"/><path d="M5 15V6a2 2 0 0 1 2-2h9"/></svg>',
@@ -41,9 +46,13 @@
     conversation.scrollTop = conversation.scrollHeight;
   }
 
-  function addUserMessage(prompt) {
+  // A prompt is marked data-feedback-role="user" (the widget compares prompts to spot rephrasing); a reply to
+  // Quill's follow-up question is not a prompt.
+  function addUserMessage(text, isPrompt) {
     var row = el("div", { "class": "message user", "data-testid": "user-message" });
-    row.appendChild(el("div", { "class": "bubble", "data-feedback-role": "user" }, prompt));
+    var bubble = el("div", { "class": "bubble" }, text);
+    if (isPrompt !== false) bubble.setAttribute("data-feedback-role", "user");
+    row.appendChild(bubble);
     conversation.appendChild(row);
   }
 
@@ -189,7 +198,8 @@
         method: "POST",
         headers: { "Content-Type": "application/json" },
         credentials: "same-origin",
-        body: JSON.stringify({ prompt: turn.prompt, template: turn.template, attempt: turn.attempts })
+        body: JSON.stringify({ prompt: turn.prompt, template: turn.template, attempt: turn.attempts,
+                               model: pinnedModel || undefined })
       });
       if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
       for await (var message of serverEvents(response)) {
@@ -220,6 +230,51 @@
     }
   }
 
+  function addQuillNote(text, testid) {
+    var row = el("div", { "class": "message assistant follow-up", "data-testid": testid });
+    row.appendChild(el("div", { "class": "avatar", "aria-hidden": "true" }, "Q"));
+    row.appendChild(el("div", { "class": "bubble" }, text));
+    conversation.appendChild(row);
+  }
+
+  function askFollowUp(traceId) {
+    endFollowUp();
+    addQuillNote("What could I have done better?", "follow-up");
+    followUp = { traceId: traceId };
+    form.setAttribute("data-follow-up", traceId);
+    promptBox.placeholder = "Tell Quill what could be better…";
+    scrollToEnd();
+    // The widget has just opened its reasons under the answer: on a small screen, keep them in view.
+    var widget = conversation.querySelector('article[data-trace-id="' + CSS.escape(traceId) + '"] backchannel-feedback');
+    if (widget) requestAnimationFrame(function () { widget.scrollIntoView({ block: "nearest" }); });
+  }
+
+  function endFollowUp() {
+    followUp = null;
+    form.removeAttribute("data-follow-up");
+    promptBox.placeholder = "Message Quill…";
+  }
+
+  function answerFollowUp(text) {
+    var traceId = followUp.traceId;
+    endFollowUp();
+    addUserMessage(text, false);
+    backchannel("comment", traceId, text);
+    addQuillNote("Thanks, that helps. I've passed it on to the team.", "follow-up-thanks");
+    scrollToEnd();
+  }
+
+  // value: 0 / 1, or "down" / "up"; update: the same vote again with a reason or comment added.
+  backchannel("on", "feedback", function (vote) {
+    var down = vote.value === 0 || vote.value === "down";
+    var asked = followUp && followUp.traceId === vote.traceId;
+    if (!down || vote.comment) {
+      if (asked) endFollowUp();  // voted up instead, or answered in the widget's own comment box
+    } else if (!vote.update && !asked) {
+      askFollowUp(vote.traceId);
+    }
+  });
+
   function send(prompt, template) {
     if (busy || !prompt.trim()) return;
     if (emptyState) emptyState.hidden = true;
@@ -235,10 +290,11 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var prompt = promptBox.value;
-    if (busy || !prompt.trim()) return;
+    if (!prompt.trim() || (busy && !followUp)) return;
     promptBox.value = "";
     autosize();
-    send(prompt, templateSelect.value);
+    if (followUp) answerFollowUp(prompt.trim());
+    else send(prompt, templateSelect.value);
   });
 
   promptBox.addEventListener("keydown", function (event) {
@@ -260,6 +316,7 @@
 
   document.getElementById("new-chat").addEventListener("click", function () {
     if (busy) return;
+    endFollowUp();
     conversation.querySelectorAll(".message, .error").forEach(function (node) { node.remove(); });
     emptyState.hidden = false;
     promptBox.focus();

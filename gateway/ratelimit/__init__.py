@@ -1,9 +1,9 @@
-"""Rate limits and the de-duplication fast path, shared by every gateway process through Redis or kept in-process.
+"""Rate limits, shared by every gateway process through Redis or kept in-process.
 
-The gateway asks one question per request: may these limits be charged, and which of these event ids are already
-committed? `Limiter.check` answers both at once (with Redis, in one round trip). Limits use GCRA (the generic cell
-rate algorithm): per key one stored time, the theoretical arrival time (TAT), so a bucket costs one value and refills
-continuously instead of in steps.
+Limits use GCRA (the generic cell rate algorithm): per key one stored time, the theoretical arrival time (TAT), so a
+bucket costs one value and refills continuously instead of in steps. With Redis, the request's one round trip also
+looks up keys for the de-dup fast path (`gateway/dedup.py` owns those keys; `check(..., lookup=...)` and `mark` carry
+them).
 """
 
 from __future__ import annotations
@@ -87,22 +87,23 @@ class Check(NamedTuple):  # a NamedTuple: built on every request, and a frozen d
     retry_after: float
     """Seconds until the request would fit; 0 when allowed."""
     seen: frozenset[str]
-    """The asked ids known to be committed already (fast-path duplicates; the store's unique constraint is the truth).
-    Only Redis knows any: the in-process limiter answers none."""
+    """The `lookup` keys that exist (set by `mark`); none when the limiter keeps no keys."""
 
 
 class Limiter(Protocol):
     stats: dict[str, int]
     """Counters for /metrics, e.g. `{"redis_errors": n, "fail_open": n}`."""
-    shares_ids: bool
-    """Whether `check` can tell committed ids (Redis' de-dup fast path); if not, `ids` and `remember` are no-ops."""
+    keeps_keys: bool
+    """Whether `mark` keeps keys that `check` can look up (Redis, shared by every gateway process). The in-process
+    limiter keeps none: `lookup` finds nothing there and `mark` does nothing."""
 
-    async def check(self, limits: Sequence[Limit], ids: Sequence[str] = ()) -> Check:
-        """Charge every limit, or none of them when any denies; also report which `ids` are known to be committed."""
+    async def check(self, limits: Sequence[Limit], lookup: Sequence[str] = ()) -> Check:
+        """Charge every limit, or none of them when any denies; in the same round trip, report which `lookup` keys
+        exist."""
         ...
 
-    async def remember(self, ids: Sequence[str]) -> None:
-        """Mark `ids` as committed. Call only after the store committed them, or a lost event would look duplicate."""
+    async def mark(self, keys: Sequence[str], ttl: int) -> None:
+        """Set `keys` for `ttl` seconds (best effort: a failure is counted, not raised)."""
         ...
 
     async def ping(self) -> bool: ...
@@ -110,7 +111,7 @@ class Limiter(Protocol):
     async def aclose(self) -> None: ...
 
 
-def create_limiter(redis_url: str | None, *, redis_timeout: float = 0.1, seen_ttl: int = 7 * 86400) -> Limiter:
+def create_limiter(redis_url: str | None, *, redis_timeout: float = 0.1) -> Limiter:
     """A Redis-backed limiter that fails open to an in-process one, or just the in-process one without a URL."""
     from gateway.ratelimit.memory import MemoryLimiter
 
@@ -118,4 +119,4 @@ def create_limiter(redis_url: str | None, *, redis_timeout: float = 0.1, seen_tt
         return MemoryLimiter()
     from gateway.ratelimit.redis import RedisLimiter
 
-    return RedisLimiter(redis_url, timeout=redis_timeout, seen_ttl=seen_ttl, fallback=MemoryLimiter())
+    return RedisLimiter(redis_url, timeout=redis_timeout, fallback=MemoryLimiter())

@@ -17,13 +17,13 @@ _ALLOWED = Check(True, 0.0, _NOTHING_SEEN)  # the usual answer, built once
 class MemoryLimiter:
     """GCRA per key in a dict of theoretical arrival times.
 
-    It keeps no committed ids (`shares_ids` is False): retried events are rare and the store's unique constraint
-    answers them, while keeping a memory of ids cost every request (~1 µs per event). `clock` returns seconds (monotonic); tests inject a
-    controllable one. State is per process, so with several gateway processes each enforces the limits on its own
+    It keeps no de-dup keys (`keeps_keys` is False): retried events are rare and the store's unique constraint answers
+    them, while a memory of ids cost every request ~1 µs per event. `clock` returns seconds (monotonic); tests inject
+    a controllable one. State is per process, so with several gateway processes each enforces the limits on its own
     share of the traffic.
     """
 
-    shares_ids = False
+    keeps_keys = False
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.stats: dict[str, int] = {}
@@ -31,7 +31,7 @@ class MemoryLimiter:
         self._tat_us: dict[str, int] = {}
         self._sweep_at_size = _MIN_SWEEP_SIZE
 
-    async def check(self, limits: Sequence[Limit], ids: Sequence[str] = ()) -> Check:
+    async def check(self, limits: Sequence[Limit], lookup: Sequence[str] = ()) -> Check:
         now_us = int(self._clock() * 1_000_000)
         tats = self._tat_us
         charged: dict[str, int] = {}  # a key charged twice in one check sees its own first charge
@@ -50,7 +50,7 @@ class MemoryLimiter:
             self._sweep(now_us)
         return _ALLOWED
 
-    async def remember(self, ids: Sequence[str]) -> None:
+    async def mark(self, keys: Sequence[str], ttl: int) -> None:
         pass  # nothing kept; see the class docstring
 
     async def ping(self) -> bool:

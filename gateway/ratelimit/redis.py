@@ -17,13 +17,13 @@ from gateway.ratelimit.memory import MemoryLimiter
 
 logger = logging.getLogger(__name__)
 
-SEEN_PREFIX = "seen:"
 _WARN_EVERY = 5.0  # seconds between "Redis unavailable" warnings, so an outage does not flood the log
 
-# GCRA over every rate key, all-or-nothing, plus the de-dup lookup: one atomic round trip per request.
-# Times are whole microseconds from Redis' own clock, so every gateway process agrees on "now" and Lua's doubles
-# stay exact. KEYS: the n rate keys, then the seen keys. ARGV: n, then interval_us, tolerance_us, cost per rate key.
-# Returns {microseconds until the request fits (0 = allowed and charged), 1-based positions of the seen keys that exist}.
+# GCRA over every rate key, all-or-nothing, plus the look-up of keys (the de-dup fast path): one atomic round trip per
+# request. Times are whole microseconds from Redis' own clock, so every gateway process agrees on "now" and Lua's
+# doubles stay exact. KEYS: the n rate keys, then the look-up keys. ARGV: n, then interval_us, tolerance_us, cost per
+# rate key. Returns {microseconds until the request fits (0 = allowed and charged), 1-based positions of the look-up
+# keys that exist}.
 _CHECK_SCRIPT = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -54,7 +54,7 @@ return {wait, seen}
 
 
 class RedisLimiter:
-    """GCRA and the seen-id fast path in Redis, answering from `fallback` whenever Redis errors or times out.
+    """GCRA and the de-dup keys in Redis, answering from `fallback` whenever Redis errors or times out.
 
     After a failure Redis is skipped for `cooldown` seconds (a small circuit breaker), so a dead Redis costs one
     timeout per cooldown rather than one per request. `stats` counts `redis_errors` (failed Redis calls) and
@@ -62,14 +62,13 @@ class RedisLimiter:
     unique constraint answers retried events alone.
     """
 
-    shares_ids = True
+    keeps_keys = True
 
     def __init__(
         self,
         url: str,
         *,
         timeout: float = 0.1,
-        seen_ttl: int = 7 * 86400,
         fallback: Limiter | None = None,
         cooldown: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -84,18 +83,18 @@ class RedisLimiter:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._check_script = self._redis.register_script(_CHECK_SCRIPT)
-        self._seen_ttl = seen_ttl
         self._fallback = fallback if fallback is not None else MemoryLimiter()
         self._cooldown = cooldown
         self._clock = clock
         self._skip_redis_until = -math.inf
         self._last_warning = -math.inf
 
-    async def check(self, limits: Sequence[Limit], ids: Sequence[str] = ()) -> Check:
-        if not limits and not ids:
+    async def check(self, limits: Sequence[Limit], lookup: Sequence[str] = ()) -> Check:
+        if not limits and not lookup:
             return Check(allowed=True, retry_after=0.0, seen=frozenset())
         if self._clock() >= self._skip_redis_until:
-            keys = [limit.key for limit in limits] + [SEEN_PREFIX + event_id for event_id in ids]
+            keys = [limit.key for limit in limits]
+            keys += lookup
             args: list[int] = [len(limits)]
             for limit in limits:
                 args += (limit.rate.interval_us, limit.rate.tolerance_us, limit.cost)
@@ -107,18 +106,18 @@ class RedisLimiter:
                 return Check(
                     allowed=wait_us == 0,
                     retry_after=wait_us / 1_000_000,
-                    seen=frozenset(ids[position - 1] for position in seen_positions),
+                    seen=frozenset(lookup[position - 1] for position in seen_positions),
                 )
         self.stats["fail_open"] += 1
-        return await self._fallback.check(limits, ids)
+        return await self._fallback.check(limits, lookup)
 
-    async def remember(self, ids: Sequence[str]) -> None:
-        if not ids:
+    async def mark(self, keys: Sequence[str], ttl: int) -> None:
+        if not keys:
             return
         if self._clock() >= self._skip_redis_until:
             pipe = self._redis.pipeline(transaction=False)
-            for event_id in ids:
-                pipe.set(SEEN_PREFIX + event_id, 1, ex=self._seen_ttl)
+            for key in keys:
+                pipe.set(key, 1, ex=ttl)
             try:
                 await pipe.execute()
                 return

@@ -1,7 +1,7 @@
-"""`POST /v1/events`: the browser's door. Authenticate, validate, rate-limit, de-duplicate, commit, then answer.
+"""`POST /v1/events`: the browser's door. Decode, authenticate, limit, de-duplicate, store, then answer.
 
-Nearly every request the gateway serves comes here, so this route is a raw ASGI app (`EventsEndpoint`): the
-application hands it `POST /v1/events` before Starlette's middleware and router, and it answers its own errors.
+Nearly every request the gateway serves comes here, so this route is a raw ASGI app (`EventsEndpoint`) that answers
+its own errors: `gateway/fastpath.py` hands it `POST /v1/events` ahead of Starlette's middleware and router.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-import zlib
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -18,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import tokens
-from gateway.directory import MISS
+from gateway import bounds, tokens
+from gateway.body import read_body
+from gateway.core import Gateway, Rates, gateway_of
 from gateway.errors import HTTPProblem, problem_body
 from gateway.ratelimit import Limit
 from gateway.schemas import (
@@ -38,43 +38,6 @@ _encode = msgspec.json.Encoder().encode
 _encode_props = msgspec.json.Encoder().encode
 # Per event class: its type tag and the fields kept in the row's `props`.
 _KINDS = {cls: (cls.__struct_config__.tag, names) for cls, names in EVENT_PROPS.items()}
-
-
-async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The request body, decompressed, refused (413) past `limit` bytes — checked while reading, not after."""
-    encoding = headers.get(b"content-encoding")
-    if encoding is not None:
-        encoding = encoding.decode("latin-1").strip().lower()
-        if encoding not in ("identity", "gzip"):
-            raise HTTPProblem("unsupported_media_type",
-                              f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem("too_large", f"body is {declared.decode()} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HTTPProblem("malformed", "the client went away before the body ended")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem("too_large", f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if encoding == "gzip":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error:
-            raise HTTPProblem("malformed", "body is not valid gzip") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise HTTPProblem("too_large", f"decompressed body exceeds {limit} bytes")
-        if not inflater.eof:
-            raise HTTPProblem("malformed", "gzip body is truncated")
-    return body
 
 
 def _event_error(exc: msgspec.ValidationError) -> str:
@@ -111,7 +74,7 @@ def cors_headers(origin: str | None) -> dict[str, str]:
 
 
 async def preflight(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     origin = request.headers.get("origin")
     project = await gateway.directory.project(request.query_params.get("project", ""))
     if project is None or not project.allows_origin(origin):
@@ -145,25 +108,6 @@ def _decode(raw: bytes) -> Event | _Undecodable:
         return _Undecodable("", "invalid_event")
 
 
-async def _signed_claims(gateway: Any, project: Project, events: list[Event | _Undecodable]
-                         ) -> dict[str, tokens.Claims]:
-    """The claims of each distinct genuine token in the batch (a widget sends one token for many events)."""
-    claims: dict[str, tokens.Claims] = {}
-    refused: set[str] = set()
-    for event in events:
-        token = getattr(event, "token", None)  # an _Undecodable has none
-        if token is None or token in claims or token in refused:
-            continue
-        try:
-            # Usually the token was verified before and its key's state is cached: no coroutine needed.
-            found = gateway.tokens.remembered_claims(token, gateway.directory.cached_token_key, project)
-            claims[token] = found if found is not None else await gateway.tokens.signed_claims(
-                token, partial(gateway.directory.token_key, project))
-        except tokens.InvalidToken:
-            refused.add(token)
-    return claims
-
-
 def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float
            ) -> EventRow | str:
     """The row to store for a decoded event, or the error code it is rejected with."""
@@ -194,13 +138,14 @@ def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_
                 props = {}
             props[name] = prop
     return EventRow(event.id, event.trace_id, session_id, kind, value, reason, comment,
-                    _encode_props(props).decode() if props else None, event.ts, ip_hash)
+                    _encode_props(props).decode() if props else None, bounds.event_time(event.ts, int(now * 1000)),
+                    ip_hash)
 
 
 class EventsEndpoint:
     """`POST /v1/events` as a raw ASGI app: answers every request itself, errors (problem+json) included."""
 
-    def __init__(self, gateway: Any) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -210,7 +155,7 @@ class EventsEndpoint:
         try:
             body = await _post_events(gateway, scope, receive, headers, origin)
         except HTTPProblem as problem:
-            gateway.metrics.requests_failed[problem.code] += 1
+            gateway.metrics.request_failed(problem.code)
             status, body = problem_body(problem.code, problem.detail)
             extra = {**cors_headers(origin), **problem.headers}
             await _answer(send, status, b"application/problem+json", body,
@@ -241,10 +186,12 @@ def _decode_body(body: bytes) -> tuple[str, list[Event | _Undecodable]]:
     if len(body) <= MAX_EVENT_BYTES:  # so no event in it can be over the per-event limit
         try:
             typed = _decode_typed_batch(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # too deep: refused just below
             pass
         else:
             return typed.project, typed.events
+    if bounds.nesting_exceeds(body):
+        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
     try:
         batch = _decode_batch(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -252,7 +199,7 @@ def _decode_body(body: bytes) -> tuple[str, list[Event | _Undecodable]]:
     return batch.project, [_decode(raw) for raw in batch.events]
 
 
-async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
+async def _post_events(gateway: Gateway, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
                        origin: str | None) -> bytes:
     settings = gateway.settings
     media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
@@ -260,30 +207,16 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
         raise HTTPProblem("unsupported_media_type", "send application/json or text/plain (sendBeacon) JSON")
     body = await read_body(receive, headers, settings.max_body_bytes)
     project_key, events = _decode_body(body)
-    if project_key.startswith("sk_"):
-        raise HTTPProblem("unknown_project", "secret keys never work on browser routes; send the public key (pk_...)")
-    project = gateway.directory.cached_project(project_key)
-    if project is MISS:
-        project = await gateway.directory.project(project_key)
-    if project is None:
-        raise HTTPProblem("unknown_project", "no project has this public key")
-    if not project.allows_origin(origin):
-        raise HTTPProblem("origin_not_allowed", f"origin {origin!r} is not allowed for this project")
+    project, claims = await gateway.directory.browser_auth(project_key, origin, events)
     if len(events) > MAX_EVENTS_PER_REQUEST:
         raise HTTPProblem("too_large", f"{len(events)} events; at most {MAX_EVENTS_PER_REQUEST} per request")
+    ip_hash = hash_ip(client_ip(scope, headers, settings.trust_forwarded_for), gateway.ip_salt, gateway.today())
 
-    ip = client_ip(scope, headers, settings.trust_forwarded_for)
-    ip_hash = hash_ip(ip, gateway.ip_salt, gateway.today())
-    claims = await _signed_claims(gateway, project, events)
-    now = time.time()
-
-    # One pass: each event's result, or its row to store (ids repeated within the batch answer "duplicate").
+    # Each event's result, or (its place left None) its row to store.
     results: list[EventResult | None] = []
     rows: list[EventRow] = []
     places: list[int] = []  # each row's index in results
-    ids: set[int] = set()  # each UUID's int: hashing a uuid.UUID runs Python code, its int does not
-    ns = project.key_prefix  # "<id>:", namespacing every limiter key
-    sessions: dict[str, int] = {}
+    now = time.time()
     for event in events:
         if type(event) is _Undecodable:
             results.append(EventResult(event.id, "rejected", event.error))
@@ -291,31 +224,21 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
         row = _check(event, project, claims, ip_hash, now)
         if type(row) is str:
             results.append(EventResult(event.id, "rejected", row))
-        elif (number := row.id.int) in ids:
-            results.append(EventResult(row.id, "duplicate"))
         else:
-            ids.add(number)
             places.append(len(results))
             results.append(None)
             rows.append(row)
-            sessions[row.session_id] = sessions.get(row.session_id, 0) + 1
 
-    # Rate limits: per session (its events to store), per client IP and per project (every event, valid or not).
-    limiter, rates, cost = gateway.limiter, gateway.rates, len(events) or 1
-    limits = [Limit("ip:" + ns + ip_hash, rates.ip, cost), Limit("p:" + ns, rates.project, cost)]
-    for session_id, count in sessions.items():
-        limits.append(Limit("s:" + ns + session_id, rates.session, count))
-    # With Redis, the same round trip asks which ids are known to be committed (the de-dup fast path).
-    keys = [ns + str(row.id) for row in rows] if limiter.shares_ids else []
-    check = await limiter.check(limits, keys)
+    dedup = gateway.dedup
+    if repeats := dedup.repeats(rows):
+        _answer_duplicates(repeats, results, rows, places)
+    keys = dedup.keys(project, rows)  # none without a fast path
+    check = await gateway.limiter.check(_limits(gateway.rates, project, ip_hash, rows, len(events)), keys)
     if not check.allowed:
         retry = max(1, math.ceil(check.retry_after))
         raise HTTPProblem("rate_limited", f"rate limit reached; retry in {retry} s", {"Retry-After": str(retry)})
-    if check.seen:  # known committed already: answered without a trip to the store
-        for i in reversed(range(len(rows))):
-            if keys[i] in check.seen:
-                results[places[i]] = EventResult(rows[i].id, "duplicate")
-                del places[i], rows[i], keys[i]
+    if check.seen:
+        _answer_duplicates(dedup.known(keys, check.seen), results, rows, places, keys)
 
     if rows:
         try:
@@ -329,12 +252,30 @@ async def _post_events(gateway: Any, scope: Scope, receive: Receive, headers: di
             else:
                 results[place] = EventResult(row.id, "rejected", outcome)
         if keys:
-            gateway.remember_later([key for key, outcome in zip(keys, outcomes)
-                                    if outcome == "accepted" or outcome == "duplicate"])
+            dedup.remember(keys, outcomes)
 
-    statuses, errors = gateway.metrics.events, gateway.metrics.rejected
-    for result in results:
-        statuses[result.status] += 1
-        if result.error:
-            errors[result.error] += 1
-    return _encode(EventResults(results))
+    gateway.metrics.count_results(results)  # type: ignore[arg-type]  # every place is filled by now
+    return _encode(EventResults(results))  # type: ignore[arg-type]
+
+
+def _answer_duplicates(indexes: list[int], results: list[EventResult | None], rows: list[EventRow],
+                       places: list[int], keys: list[str] | None = None) -> None:
+    """Answer these rows `duplicate` and take them out of what is left to store (and of `keys`, if given)."""
+    for i in reversed(indexes):
+        results[places[i]] = EventResult(rows[i].id, "duplicate")
+        del places[i], rows[i]
+        if keys:
+            del keys[i]
+
+
+def _limits(rates: Rates, project: Project, ip_hash: str, rows: list[EventRow], events: int) -> list[Limit]:
+    """Per session its events to store; per client IP and per project every event, valid or not."""
+    ns = project.key_prefix
+    cost = events or 1
+    limits = [Limit("ip:" + ns + ip_hash, rates.ip, cost), Limit("p:" + ns, rates.project, cost)]
+    sessions: dict[str, int] = {}
+    for row in rows:
+        sessions[row.session_id] = sessions.get(row.session_id, 0) + 1
+    for session_id, count in sessions.items():
+        limits.append(Limit("s:" + ns + session_id, rates.session, count))
+    return limits

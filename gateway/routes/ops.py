@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
+from gateway.core import gateway_of
+from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import openapi_document
 
 
@@ -13,7 +15,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     checks = {"store": await gateway.store.ping()}
     if not checks["store"]:
         return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
@@ -26,8 +28,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(request.app.state.gateway.metrics.render(),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:

@@ -6,6 +6,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
 from gateway.schemas import Labels, ProjectConfig
 
@@ -13,7 +14,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 async def project_config(request: Request) -> Response:
-    project = await request.app.state.gateway.directory.project(request.path_params["public_key"])
+    project = await gateway_of(request).directory.project(request.path_params["public_key"])
     if project is None:
         raise HTTPProblem("not_found", "no project has this public key")
     config = ProjectConfig(public_key=project.public_key, require_token=project.require_token,

@@ -6,7 +6,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import tokens
+from gateway import bounds, tokens
+from gateway.body import read_body
+from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
 from gateway.schemas import TraceCreated, TraceIn
 
@@ -16,20 +18,19 @@ MAX_TRACE_BYTES = 2 * 1024 * 1024
 
 
 async def post_trace(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     project, secret = await gateway.directory.server_auth(request)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise HTTPProblem("unsupported_media_type", "send the trace as application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_TRACE_BYTES:
-        raise HTTPProblem("too_large", f"a trace is at most {MAX_TRACE_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_TRACE_BYTES:
-        raise HTTPProblem("too_large", f"a trace is at most {MAX_TRACE_BYTES} bytes")
+    body = await read_body(request.receive, dict(request.scope["headers"]), MAX_TRACE_BYTES)
+    if bounds.nesting_exceeds(body):
+        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
     try:
         trace = _decode_trace(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPProblem("malformed", f"body is not a valid trace: {exc}") from None
+    if trace.metadata is not None and (problem := bounds.check_json(trace.metadata)) is not None:
+        raise HTTPProblem("malformed", f"metadata: {problem}")
     created = await gateway.store.upsert_trace(project.id, trace)
     token, expires_at = tokens.mint(secret, public_key=project.public_key, trace_id=trace.trace_id,
                                     session_id=trace.session_id, ttl=gateway.settings.token_ttl)
@@ -39,7 +40,7 @@ async def post_trace(request: Request) -> Response:
 
 
 async def get_trace(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     project, _ = await gateway.directory.server_auth(request)
     trace = await gateway.store.get_trace(project.id, request.path_params["trace_id"])
     if trace is None:

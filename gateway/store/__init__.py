@@ -1,14 +1,23 @@
-"""The store: projects, keys, traces and the event log. One interface; SQLite (`sqlite.py`) is the embedded default."""
+"""The store: projects, keys, traces and the event log. One interface (`Store`); SQLite (`sqlite.py`) is the default.
+
+Every read and write of the gateway, the CLI and the demo goes through `Store`, and all SQL lives in this package. To
+add a store method: a plain function of a connection in `tables.py` (reads, and the write jobs that run inside a
+transaction), the method here on `Store`, and in `SQLiteStore` a read runs `tables.<function>` on the read connection
+while a write becomes a job (`writer.py`: an `Op` Struct and its line in `run_job`). A second implementation (e.g.
+PostgreSQL) is another class with these methods.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable, Generic, Protocol, Sequence, TypeVar
 
 import msgspec
-from typing import Awaitable, Protocol, Sequence
 
 from gateway.schemas import Reason, TraceIn, TraceOut
+from gateway.settings import Settings
 
 
 class StoreUnavailable(Exception):
@@ -47,10 +56,23 @@ class SecretKey:
     revoked: bool
 
 
-class EventRow(msgspec.Struct, array_like=True):  # array_like: smaller, faster frames to the writer
-    """One validated event, ready to insert."""
+@dataclass(frozen=True)
+class KeyInfo:
+    """What may be shown about a secret key: never the key, nor its hash."""
 
-    id: str  # the gateway sets the event's uuid.UUID, which msgpack carries as its canonical text
+    kid: str
+    created_at: int
+    revoked_at: int | None
+
+
+RowId = TypeVar("RowId", uuid.UUID, str)
+
+
+class EventRow(msgspec.Struct, Generic[RowId], array_like=True):  # array_like: smaller, faster frames to the writer
+    """One validated event, ready to insert. The gateway builds it with the event's `uuid.UUID`; msgpack carries that
+    to the writer as its canonical text, which the writer reads as `EventRow[str]`."""
+
+    id: RowId
     trace_id: str
     session_id: str
     type: str
@@ -63,16 +85,47 @@ class EventRow(msgspec.Struct, array_like=True):  # array_like: smaller, faster 
 
 
 class Store(Protocol):
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Ready for use; creates or migrates the schema."""
+
     async def close(self) -> None: ...
     async def ping(self) -> bool: ...
+
+    # Projects and keys
     async def project_by_public_key(self, public_key: str) -> Project | None: ...
     async def project_by_id(self, project_id: int) -> Project | None: ...
+    async def list_projects(self) -> list[Project]: ...
+    async def create_project(self, *, name: str, origins: Sequence[str], require_token: bool = True
+                             ) -> tuple[Project, str]:
+        """The new project and its first secret key (shown once: the store keeps a hash and a derived key)."""
+
     async def key_by_secret(self, secret_key: str) -> SecretKey | None: ...
     async def key_by_kid(self, kid: str) -> SecretKey | None: ...
-    async def create_project(self, *, name: str, origins: Sequence[str], require_token: bool = True
-                             ) -> tuple[Project, str]: ...
-    async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool: ...
+    async def keys_of(self, project_id: int) -> list[KeyInfo]: ...
+    async def add_secret_key(self, project_id: int) -> str:
+        """A new secret key for the project (shown once)."""
+
+    async def revoke_secret_key(self, project_id: int, kid: str) -> bool:
+        """Whether the project had this live key (now revoked)."""
+
+    # Traces and events
+    async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool:
+        """Whether the trace is new."""
+
     async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None: ...
-    def write_events(self, project_id: int, rows: list[EventRow]) -> Awaitable[list[str]]: ...
-    async def meta(self, name: str, default: str) -> str: ...
+    async def write_events(self, project_id: int, rows: list[EventRow[uuid.UUID]]) -> list[str]:
+        """Per row, once committed: "accepted", "duplicate" (its id is stored already) or "unknown_trace".
+        StoreUnavailable if nothing could be committed."""
+
+    async def meta(self, name: str, default: str) -> str:
+        """The stored value of `name`, storing `default` first if there is none."""
+
+
+def create_store(settings: Settings, *, writer_process: bool = True,
+                 on_commit: Callable[[int, float], None] = lambda events, seconds: None) -> Store:
+    """The store the settings name. `writer_process=False` for commands: see `SQLiteStore`."""
+    from gateway.store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.db, synchronous=settings.sqlite_synchronous,
+                       busy_timeout_ms=settings.sqlite_busy_timeout_ms, max_batch=settings.commit_max_batch,
+                       on_commit=on_commit, writer_process=writer_process)

@@ -1,118 +1,143 @@
-"""SQLite store: WAL; every write through the writer process (`writer.py`), reads through aiosqlite."""
+"""SQLite store: WAL; writes through the writer process (`writer.py`), reads on a connection of their own."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Awaitable, Callable, Sequence
+import asyncio
+import functools
+import sqlite3
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
-import aiosqlite
+import msgspec
 
-from gateway import tokens
-from gateway.schemas import Rating, StoredEvent, TraceIn, TraceOut
-from gateway.store import EventRow, Project, SecretKey
-from gateway.store.tables import PROJECT_SELECT, project_from_row, synchronous_mode
-from gateway.store.writer import CreateProject, InsertEvents, Meta, UpsertTrace, WriterProcess
+from gateway.schemas import TraceIn, TraceOut
+from gateway.store import EventRow, KeyInfo, Project, SecretKey, StoreUnavailable
+from gateway.store import tables
+from gateway.store.writer import (
+    AddSecretKey, CreateProject, InsertEvents, Meta, Op, RevokeSecretKey, UpsertTrace, WriterProcess, run_job,
+)
+
+T = TypeVar("T")
+
+_encode_op = msgspec.msgpack.Encoder().encode
+_decode_op = msgspec.msgpack.Decoder(Op).decode
 
 
 class SQLiteStore:
-    """Writes go to the writer process (`writer.py`: group commit, acknowledged only once committed); reads go
-    through aiosqlite, which WAL lets run beside the writer."""
+    """Writes go to the writer process (group commit, acknowledged only once committed); reads run on one read-only
+    connection in a thread of their own, which WAL lets read beside the writer.
+
+    `writer_process=False` is for commands (the CLI, the demo's seeding): no process to start, and each write runs
+    on the one connection in a transaction of its own. A file that needs migrating is migrated by `open` either way.
+    """
 
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000, max_batch: int = 2000,
-                 on_commit: Callable[[int, float], None] = lambda size, seconds: None) -> None:
+                 on_commit: Callable[[int, float], None] = lambda size, seconds: None,
+                 writer_process: bool = True) -> None:
         """`on_commit(events, seconds)` is called after each commit (for /metrics)."""
         self.path = path
-        # Checked here, so a bad setting stops the gateway at start rather than its writer process.
-        self._writer = WriterProcess(path, synchronous=synchronous_mode(synchronous), busy_timeout_ms=busy_timeout_ms,
-                                     max_batch=max_batch, on_commit=on_commit)
-        self._reader: aiosqlite.Connection | None = None
+        self._synchronous = tables.synchronous_mode(synchronous)  # a bad setting stops the gateway at start
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer = WriterProcess(path, synchronous=self._synchronous, busy_timeout_ms=busy_timeout_ms,
+                                     max_batch=max_batch, on_commit=on_commit) if writer_process else None
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
 
     @property
     def writer_pid(self) -> int | None:
-        return self._writer.pid
+        return self._writer.pid if self._writer is not None else None
 
     async def open(self) -> None:
-        await self._writer.start()  # creates the schema before the reader looks
-        self._reader = await aiosqlite.connect(self.path)
-        await self._reader.execute("PRAGMA busy_timeout = 5000")
-        await self._reader.execute("PRAGMA query_only = 1")
+        if self._writer is not None:
+            await self._writer.start()  # creates the schema before the reader looks
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="backchannel-store")
+        self._conn = await self._in_thread(functools.partial(
+            tables.connect, self.path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms))
+        if self._writer is not None:
+            self._conn.execute("PRAGMA query_only = 1")
 
     async def close(self) -> None:
-        await self._writer.close()
-        if self._reader is not None:
-            await self._reader.close()
+        if self._writer is not None:
+            await self._writer.close()
+        if self._conn is not None:
+            await self._in_thread(self._conn.close)
+        if self._thread is not None:
+            self._thread.shutdown()
 
     async def ping(self) -> bool:
-        if not self._writer.alive:
+        if self._writer is not None and not self._writer.alive:
             return False
         try:
-            async with self._reader.execute("SELECT 1") as cur:
-                return (await cur.fetchone()) == (1,)
-        except Exception:
+            return await self._read(tables.ping)
+        except sqlite3.Error:
             return False
 
-    async def _one(self, sql: str, params: Sequence[Any]) -> Any:
-        async with self._reader.execute(sql, params) as cur:
-            return await cur.fetchone()
+    def _in_thread(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    def _read(self, read: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return self._in_thread(functools.partial(read, self._conn, *args))
+
+    async def _write(self, op: Op) -> Any:
+        if self._writer is not None:
+            return await self._writer.call(op)
+        # As the writer would read it (e.g. event ids as text), then in a transaction of its own.
+        return await self._in_thread(functools.partial(_run_alone, self._conn, _decode_op(_encode_op(op))))
+
+    # Projects and keys
 
     async def project_by_public_key(self, public_key: str) -> Project | None:
-        row = await self._one(PROJECT_SELECT + " WHERE public_key = ?", (public_key,))
-        return project_from_row(row) if row else None
+        return await self._read(tables.project_by_public_key, public_key)
 
     async def project_by_id(self, project_id: int) -> Project | None:
-        row = await self._one(PROJECT_SELECT + " WHERE id = ?", (project_id,))
-        return project_from_row(row) if row else None
+        return await self._read(tables.project_by_id, project_id)
 
-    async def key_by_secret(self, secret_key: str) -> SecretKey | None:
-        row = await self._one("SELECT kid, project_id, token_key, revoked_at FROM secret_keys WHERE secret_hash = ?",
-                              (tokens.secret_hash(secret_key),))
-        return SecretKey(row[0], row[1], row[2], row[3] is not None) if row else None
-
-    async def key_by_kid(self, kid: str) -> SecretKey | None:
-        row = await self._one("SELECT kid, project_id, token_key, revoked_at FROM secret_keys WHERE kid = ?", (kid,))
-        return SecretKey(row[0], row[1], row[2], row[3] is not None) if row else None
-
-    async def meta(self, name: str, default: str) -> str:
-        return await self._writer.call(Meta(name, default))
+    async def list_projects(self) -> list[Project]:
+        return await self._read(tables.list_projects)
 
     async def create_project(self, *, name: str, origins: Sequence[str], require_token: bool = True
                              ) -> tuple[Project, str]:
-        public_key, secret = await self._writer.call(CreateProject(name, list(origins), require_token))
+        public_key, secret = await self._write(CreateProject(name, list(origins), require_token))
         project = await self.project_by_public_key(public_key)
         assert project is not None
         return project, secret
 
-    async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool:
-        return await self._writer.call(UpsertTrace(project_id, trace))
+    async def key_by_secret(self, secret_key: str) -> SecretKey | None:
+        return await self._read(tables.key_by_secret, secret_key)
 
-    def write_events(self, project_id: int, rows: list[EventRow]) -> Awaitable[list[str]]:
-        return self._writer.call(InsertEvents(project_id, rows))  # no coroutine of its own: one layer less to resume
+    async def key_by_kid(self, kid: str) -> SecretKey | None:
+        return await self._read(tables.key_by_kid, kid)
+
+    async def keys_of(self, project_id: int) -> list[KeyInfo]:
+        return await self._read(tables.keys_of, project_id)
+
+    async def add_secret_key(self, project_id: int) -> str:
+        return await self._write(AddSecretKey(project_id))
+
+    async def revoke_secret_key(self, project_id: int, kid: str) -> bool:
+        return await self._write(RevokeSecretKey(project_id, kid))
+
+    # Traces and events
+
+    async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool:
+        return await self._write(UpsertTrace(project_id, trace))
 
     async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None:
-        row = await self._one(
-            "SELECT row, trace_id, session_id, user_id, model, template, template_version, input, output, metadata, ts"
-            " FROM traces WHERE project_id = ? AND trace_id = ?", (project_id, trace_id))
-        if row is None:
-            return None
-        trace = (row[0],)
-        async with self._reader.execute(
-            "SELECT id, type, session_id, ts, received_at, value, reason, comment, props FROM events WHERE trace = ?"
-            " ORDER BY seq", trace) as cur:
-            events = [
-                StoredEvent(id=r[0], type=r[1], session_id=r[2], ts=r[3], received_at=r[4], value=r[5], reason=r[6],
-                            comment=r[7], **(json.loads(r[8]) if r[8] else {}))
-                async for r in cur
-            ]
-        async with self._reader.execute(
-            "SELECT session_id, value, reason, comment, updated_at FROM votes WHERE trace = ? ORDER BY session_id",
-            trace) as cur:
-            rating = [Rating(*r) async for r in cur]
-        # Sessions per implicit signal type: repeats in one session count once.
-        async with self._reader.execute(
-            "SELECT type, count(DISTINCT session_id) FROM events WHERE trace = ? AND type != 'feedback' GROUP BY type",
-            trace) as cur:
-            signals = {r[0]: r[1] async for r in cur}
-        return TraceOut(trace_id=row[1], session_id=row[2], user_id=row[3], model=row[4], template=row[5],
-                        template_version=row[6], input=row[7], output=row[8],
-                        metadata=json.loads(row[9]) if row[9] else None, ts=row[10], events=events, rating=rating,
-                        signals=signals)
+        return await self._read(tables.get_trace, project_id, trace_id)
+
+    def write_events(self, project_id: int, rows: list[EventRow[uuid.UUID]]) -> Coroutine[Any, Any, list[str]]:
+        # `Store.write_events` as the writer's own coroutine, not one awaiting it: the hot path resumes a layer less.
+        op = InsertEvents(project_id, rows)  # type: ignore[arg-type]  # the ids go to the writer as text
+        return self._writer.call(op) if self._writer is not None else self._write(op)
+
+    async def meta(self, name: str, default: str) -> str:
+        return await self._write(Meta(name, default))
+
+
+def _run_alone(conn: sqlite3.Connection, op: Op) -> Any:
+    try:
+        with tables.transaction(conn):
+            return run_job(conn, op)
+    except sqlite3.OperationalError as exc:  # e.g. the database is locked past the busy timeout
+        raise StoreUnavailable(str(exc)) from exc

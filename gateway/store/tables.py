@@ -1,20 +1,36 @@
-"""The SQLite schema and the synchronous statements on it, shared by the writer process and the CLI."""
+"""The SQLite schema and every statement on it, as plain functions of a connection: `SQLiteStore` runs the reads on
+its read connection and the writes as jobs in the writer process (`writer.py`), inside one `transaction`.
+
+Adding a table: add its `CREATE TABLE IF NOT EXISTS` to `SCHEMA`, raise `SCHEMA_VERSION` to N, and add the step from
+N - 1 to `MIGRATIONS` (for tables that are only new, `_create` is that step: it creates what `SCHEMA` has and the file
+lacks). Each step runs on a file of the version before it, in the one transaction that upgrades the file.
+
+A feature whose tables follow the event log (rollups, the forwarding outbox, review queues) lives in a module of its
+own under `gateway/store/`, named in `FEATURES`. Such a module defines `SCHEMA` (its `CREATE ... IF NOT EXISTS`
+statements, created with the base schema), and may define `after_events(conn, first_seq, last_seq)`, run inside every
+commit that added events (see `insert_event_batches`), and `upgrade_from_2(conn)`, run when a version 2 file is
+upgraded (after its tables were created: e.g. to backfill them from the log).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import json
 import secrets
 import sqlite3
 import time
-from typing import Any, Sequence
+from types import ModuleType
+from typing import Any, Callable, Iterator, Sequence
 
 import msgspec
 
 from gateway import tokens
-from gateway.schemas import DEFAULT_REASONS, Reason, TraceIn
-from gateway.store import EventRow, Project
+from gateway.schemas import DEFAULT_REASONS, Rating, Reason, StoredEvent, TraceIn, TraceOut
+from gateway.store import EventRow, KeyInfo, Project, SecretKey
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0 is a new file or the first schema (text trace ids)
+SCHEMA_VERSION = 3  # PRAGMA user_version; 0 is a new file, or the first schema (version 1, which recorded none)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS projects (
@@ -109,34 +125,12 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000
     return conn
 
 
-def _schema_version(conn: sqlite3.Connection, path: str) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
-        raise RuntimeError(f"{path} has schema version {version}, which this Backchannel does not know (it uses"
-                           f" version {SCHEMA_VERSION}); was it written by a newer release?")
-    return version
-
-
-def _install_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the schema in a new file, or migrate the first one: in one transaction, all or nothing."""
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK (and re-raise) on any exception."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        # Again under the write lock: another process (the writer, a CLI command) may have just done it.
-        if _schema_version(conn, path) == SCHEMA_VERSION:
-            conn.execute("ROLLBACK")
-            return
-        traces = [column for _, column, *_ in conn.execute("PRAGMA table_info(traces)")]
-        if not traces:
-            _create(conn)
-        elif "row" not in traces:
-            try:
-                _migrate_from_text_trace_ids(conn)
-            except sqlite3.Error as exc:
-                raise RuntimeError(f"could not migrate {path} to schema version {SCHEMA_VERSION}, so it is left as it"
-                                   f" was: {exc}") from exc
-        else:
-            raise RuntimeError(f"{path} has schema version 0 but its traces table is not the first schema's")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        yield conn
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -144,14 +138,75 @@ def _install_schema(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def _create(conn: sqlite3.Connection) -> None:
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if not 0 <= version <= SCHEMA_VERSION:
+        raise RuntimeError(f"{path} has schema version {version}, which this Backchannel does not know (it uses"
+                           f" version {SCHEMA_VERSION}); was it written by a newer release?")
+    return version
+
+
+def _install_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the schema in a new file, or upgrade an older one step by step: in one transaction, all or nothing."""
+    with transaction(conn):
+        # Again under the write lock: another process (the writer, a CLI command) may have just done it.
+        version = _schema_version(conn, path)
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0:
+            traces = [column for _, column, *_ in conn.execute("PRAGMA table_info(traces)")]
+            if "row" in traces:
+                raise RuntimeError(f"{path} has schema version 0 but its traces table is not the first schema's")
+            version = 1 if traces else SCHEMA_VERSION
+            if not traces:
+                _create(conn)
+        for step in range(version, SCHEMA_VERSION):
+            try:
+                MIGRATIONS[step](conn)
+            except sqlite3.Error as exc:
+                raise RuntimeError(f"could not migrate {path} to schema version {SCHEMA_VERSION}, so it is left as it"
+                                   f" was: {exc}") from exc
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+FEATURES: tuple[str, ...] = (
+)
+"""Modules under gateway/store/ whose tables follow the event log (see the module docstring)."""
+
+
+@functools.cache
+def features() -> tuple[ModuleType, ...]:
+    # Imported on first use, not at the top: a feature module may use this one's helpers.
+    return tuple(importlib.import_module(name) for name in FEATURES)
+
+
+@functools.cache
+def _after_events() -> tuple[Callable[[sqlite3.Connection, int, int], None], ...]:
+    return tuple(module.after_events for module in features() if hasattr(module, "after_events"))
+
+
+def _run_schema(conn: sqlite3.Connection, schema: str) -> None:
     # One statement at a time: executescript would first COMMIT the transaction they belong to.
     statement = ""
-    for line in SCHEMA.splitlines(keepends=True):
+    for line in schema.splitlines(keepends=True):
         statement += line
         if sqlite3.complete_statement(statement):
             conn.execute(statement)
             statement = ""
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    _run_schema(conn, SCHEMA)
+    for module in features():
+        _run_schema(conn, module.SCHEMA)
+
+
+def _upgrade_from_2(conn: sqlite3.Connection) -> None:
+    """Version 3 adds the features' tables (and whatever each feature's `upgrade_from_2` does)."""
+    _create(conn)
+    for module in features():
+        if hasattr(module, "upgrade_from_2"):
+            module.upgrade_from_2(conn)
 
 
 _TRACE_COLUMNS = ("project_id, trace_id, session_id, user_id, model, template, template_version, input, output,"
@@ -178,6 +233,13 @@ def _migrate_from_text_trace_ids(conn: sqlite3.Connection) -> None:
         " LEFT JOIN traces AS t USING (project_id, trace_id)")
     for table in ("old_traces", "old_events", "old_votes", "signals"):
         conn.execute(f"DROP TABLE {table}")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_from_text_trace_ids,  # to 2
+    2: _upgrade_from_2,  # to 3
+}
+"""Version N -> the step that brings a file from N to N + 1."""
 
 
 # --- Write jobs: plain functions of a connection, run inside the writer's transaction (or the CLI's). ---
@@ -214,20 +276,6 @@ def revoke_secret_key(conn: sqlite3.Connection, project_id: int, kid: str) -> bo
                         (now_ms(), project_id, kid)).rowcount == 1
 
 
-def list_projects(conn: sqlite3.Connection) -> list[Project]:
-    return [project_from_row(row) for row in conn.execute(PROJECT_SELECT + " ORDER BY id")]
-
-
-def project_by_public_key(conn: sqlite3.Connection, public_key: str) -> Project | None:
-    row = conn.execute(PROJECT_SELECT + " WHERE public_key = ?", (public_key,)).fetchone()
-    return project_from_row(row) if row else None
-
-
-def key_ids(conn: sqlite3.Connection, project_id: int) -> list[dict[str, Any]]:
-    return [{"kid": kid, "created_at": created, "revoked_at": revoked} for kid, created, revoked in conn.execute(
-        "SELECT kid, created_at, revoked_at FROM secret_keys WHERE project_id = ? ORDER BY created_at", (project_id,))]
-
-
 def upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> bool:
     now = now_ms()
     metadata = json.dumps(trace.metadata) if trace.metadata is not None else None
@@ -250,8 +298,8 @@ def upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> b
 _encode_json = msgspec.json.Encoder().encode
 
 # Two inserts: implicit signals leave value, reason and comment out rather than binding None to them (the sqlite3
-# module looks for an adapter for every None it binds: a tenth of the writer's time). So that the log keeps arrival
-# order all the same, `seq` is given explicitly. ON CONFLICT DO NOTHING lets the unique constraint turn duplicates away.
+# module looks for an adapter for every None it binds), so `seq` is given explicitly to keep the log in arrival order.
+# ON CONFLICT DO NOTHING lets the unique constraint turn duplicates away (the store's verdict in gateway/dedup.py).
 _INSERT_FEEDBACK = (
     "INSERT INTO events (seq, project_id, id, trace, session_id, type, value, reason, comment, props, ts, received_at,"
     " ip_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
@@ -267,7 +315,7 @@ _UPSERT_VOTES = (
 _TRACE_ROWS = "SELECT row, trace_id FROM traces WHERE project_id = ? AND trace_id IN (SELECT value FROM json_each(?))"
 
 
-def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow]]],
+def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow[str]]]],
                           known_traces: dict[tuple[int, str], int]) -> list[list[str]]:
     """Insert many requests' events at once; per request, per row: "accepted", "duplicate" or "unknown_trace".
 
@@ -323,6 +371,11 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
     vote_rows = [vote for vote_seq, vote in votes if inserted is None or vote_seq in inserted]
     if vote_rows:
         conn.executemany(_UPSERT_VOTES, vote_rows)
+    if went_in:
+        # The events this commit added are those with first < seq <= seq that exist (a duplicate got no row):
+        # features that follow the log update themselves from that range, set-based, in this same transaction.
+        for after_events in _after_events():
+            after_events(conn, first, seq)
     return outcomes
 
 
@@ -332,7 +385,14 @@ def meta(conn: sqlite3.Connection, name: str, default: str) -> str:
     return conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
 
 
+# --- Reads ---
+
+def ping(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1").fetchone() == (1,)
+
+
 PROJECT_SELECT = "SELECT id, public_key, name, origins, require_token, reasons, delay_ms, created_at FROM projects"
+_KEY_SELECT = "SELECT kid, project_id, token_key, revoked_at FROM secret_keys"
 
 
 def project_from_row(row: Sequence[Any]) -> Project:
@@ -340,3 +400,58 @@ def project_from_row(row: Sequence[Any]) -> Project:
                    row[6], row[7])
 
 
+def list_projects(conn: sqlite3.Connection) -> list[Project]:
+    return [project_from_row(row) for row in conn.execute(PROJECT_SELECT + " ORDER BY id")]
+
+
+def project_by_public_key(conn: sqlite3.Connection, public_key: str) -> Project | None:
+    row = conn.execute(PROJECT_SELECT + " WHERE public_key = ?", (public_key,)).fetchone()
+    return project_from_row(row) if row else None
+
+
+def project_by_id(conn: sqlite3.Connection, project_id: int) -> Project | None:
+    row = conn.execute(PROJECT_SELECT + " WHERE id = ?", (project_id,)).fetchone()
+    return project_from_row(row) if row else None
+
+
+def _key_from_row(row: Sequence[Any] | None) -> SecretKey | None:
+    return SecretKey(row[0], row[1], row[2], row[3] is not None) if row else None
+
+
+def key_by_secret(conn: sqlite3.Connection, secret_key: str) -> SecretKey | None:
+    return _key_from_row(conn.execute(_KEY_SELECT + " WHERE secret_hash = ?",
+                                      (tokens.secret_hash(secret_key),)).fetchone())
+
+
+def key_by_kid(conn: sqlite3.Connection, kid: str) -> SecretKey | None:
+    return _key_from_row(conn.execute(_KEY_SELECT + " WHERE kid = ?", (kid,)).fetchone())
+
+
+def keys_of(conn: sqlite3.Connection, project_id: int) -> list[KeyInfo]:
+    return [KeyInfo(*row) for row in conn.execute(
+        "SELECT kid, created_at, revoked_at FROM secret_keys WHERE project_id = ? ORDER BY created_at", (project_id,))]
+
+
+def get_trace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> TraceOut | None:
+    row = conn.execute(
+        "SELECT row, trace_id, session_id, user_id, model, template, template_version, input, output, metadata, ts"
+        " FROM traces WHERE project_id = ? AND trace_id = ?", (project_id, trace_id)).fetchone()
+    if row is None:
+        return None
+    trace = (row[0],)
+    events = [
+        StoredEvent(id=r[0], type=r[1], session_id=r[2], ts=r[3], received_at=r[4], value=r[5], reason=r[6],
+                    comment=r[7], **(json.loads(r[8]) if r[8] else {}))
+        for r in conn.execute("SELECT id, type, session_id, ts, received_at, value, reason, comment, props FROM events"
+                              " WHERE trace = ? ORDER BY seq", trace)
+    ]
+    rating = [Rating(*r) for r in conn.execute(
+        "SELECT session_id, value, reason, comment, updated_at FROM votes WHERE trace = ? ORDER BY session_id", trace)]
+    # Sessions per implicit signal type: repeats in one session count once.
+    signals = dict(conn.execute(
+        "SELECT type, count(DISTINCT session_id) FROM events WHERE trace = ? AND type != 'feedback' GROUP BY type",
+        trace).fetchall())
+    return TraceOut(trace_id=row[1], session_id=row[2], user_id=row[3], model=row[4], template=row[5],
+                    template_version=row[6], input=row[7], output=row[8],
+                    metadata=json.loads(row[9]) if row[9] else None, ts=row[10], events=events, rating=rating,
+                    signals=signals)

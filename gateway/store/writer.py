@@ -39,9 +39,11 @@ _LENGTH = struct.Struct(">I")
 WRITER_NICENESS = 5  # added to the gateway's; see main()
 
 
+# The jobs: one Struct each, and its line in `run_job` (events are inserted many requests at once, in `_commit`).
+
 class InsertEvents(msgspec.Struct, tag="events", array_like=True):
     project_id: int
-    rows: list[EventRow]
+    rows: list[EventRow[str]]
 
 
 class UpsertTrace(msgspec.Struct, tag="trace", array_like=True):
@@ -55,12 +57,37 @@ class CreateProject(msgspec.Struct, tag="project", array_like=True):
     require_token: bool
 
 
+class AddSecretKey(msgspec.Struct, tag="add_key", array_like=True):
+    project_id: int
+
+
+class RevokeSecretKey(msgspec.Struct, tag="revoke_key", array_like=True):
+    project_id: int
+    kid: str
+
+
 class Meta(msgspec.Struct, tag="meta", array_like=True):
     name: str
     default: str
 
 
-Op = InsertEvents | UpsertTrace | CreateProject | Meta
+Op = InsertEvents | UpsertTrace | CreateProject | AddSecretKey | RevokeSecretKey | Meta
+
+
+def run_job(conn: sqlite3.Connection, op: Op) -> Any:
+    """Run one job inside the caller's transaction; its result as msgpack carries it."""
+    if isinstance(op, InsertEvents):
+        return db.insert_event_batches(conn, [(op.project_id, op.rows)], {})[0]
+    if isinstance(op, UpsertTrace):
+        return db.upsert_trace(conn, op.project_id, op.trace)
+    if isinstance(op, CreateProject):
+        project, secret = db.create_project(conn, name=op.name, origins=op.origins, require_token=op.require_token)
+        return [project.public_key, secret]
+    if isinstance(op, AddSecretKey):
+        return db.add_secret_key(conn, op.project_id)
+    if isinstance(op, RevokeSecretKey):
+        return db.revoke_secret_key(conn, op.project_id, op.kid)
+    return db.meta(conn, op.name, op.default)
 
 
 class Request(msgspec.Struct, array_like=True):
@@ -110,31 +137,28 @@ class _Committer:
         started = time.perf_counter()
         results: dict[int, tuple[bool, Any]] = {}
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            events = []
-            for request in batch:
-                if isinstance(request.op, InsertEvents):
-                    events.append(request)
-                    continue
-                conn.execute("SAVEPOINT job")
-                try:
-                    results[request.id] = (True, self._single(request.op))
-                except (sqlite3.IntegrityError, ValueError) as exc:  # this job's own fault; its neighbours go on
-                    conn.execute("ROLLBACK TO job")
-                    results[request.id] = (False, str(exc))
-                conn.execute("RELEASE job")
-            # After the single jobs, so an event sees a trace logged in the same commit.
-            if len(self.known_traces) > 200_000:
-                self.known_traces.clear()
-            if events:
-                outcomes = db.insert_event_batches(conn, [(r.op.project_id, r.op.rows) for r in events],
-                                                   self.known_traces)
-                for request, outcome in zip(events, outcomes):
-                    results[request.id] = (True, outcome)
-            conn.execute("COMMIT")
+            with db.transaction(conn):
+                events = []
+                for request in batch:
+                    if isinstance(request.op, InsertEvents):
+                        events.append(request)
+                        continue
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        results[request.id] = (True, run_job(conn, request.op))
+                    except (sqlite3.IntegrityError, ValueError) as exc:  # this job's own fault; its neighbours go on
+                        conn.execute("ROLLBACK TO job")
+                        results[request.id] = (False, str(exc))
+                    conn.execute("RELEASE job")
+                # After the single jobs, so an event sees a trace logged in the same commit.
+                if len(self.known_traces) > 200_000:
+                    self.known_traces.clear()
+                if events:
+                    outcomes = db.insert_event_batches(conn, [(r.op.project_id, r.op.rows) for r in events],
+                                                       self.known_traces)
+                    for request, outcome in zip(events, outcomes):
+                        results[request.id] = (True, outcome)
         except sqlite3.Error as exc:  # the whole transaction rolled back: nothing of it is stored
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             self.known_traces.clear()
             log.error("commit of %d requests failed: %s", len(batch), exc)
             return [Reply(r.id, False, error=f"unavailable: {exc}") for r in batch]
@@ -143,15 +167,6 @@ class _Committer:
         return [Reply(r.id, ok, result if ok else None, "" if ok else result, self.commits, weight, seconds)
                 for r in batch for ok, result in [results[r.id]]]
 
-    def _single(self, op: Op) -> Any:
-        if isinstance(op, UpsertTrace):
-            return db.upsert_trace(self.conn, op.project_id, op.trace)
-        if isinstance(op, CreateProject):
-            project, secret = db.create_project(self.conn, name=op.name, origins=op.origins,
-                                                require_token=op.require_token)
-            return [project.public_key, secret]
-        return db.meta(self.conn, op.name, op.default)
-
 
 def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int = 1,
           catch_up: threading.Event | None = None) -> None:
@@ -159,8 +174,7 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
     encode = msgspec.msgpack.Encoder().encode
     committer = _Committer(conn, max_batch)
     buffer = bytearray()
-    # Read into one buffer kept for good: os.read(fd, 1 MiB) would map 1 MiB and shrink it again on every read (mmap,
-    # mremap, munmap and page faults: a twentieth of the writer's time with small commits).
+    # Read into one buffer kept for good: os.read(fd, 1 MiB) would map 1 MiB and unmap it again on every read.
     space = bytearray(1 << 20)
     while True:
         size = os.readv(stdin, [space])  # whatever has arrived: one request or hundreds
@@ -184,14 +198,10 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
             _checkpoint(conn)
 
 
-# A checkpoint copies the WAL's frames back into the database; the WAL then starts over from its beginning, but only
-# when a write begins with every frame copied. Frames committed while a background checkpoint runs are left for the
-# next one, so a writer that never pauses never meets that moment: the WAL used to grow to the autocheckpoint limit
-# (64 MiB), where the commit that crossed it copied a second's frames and synced the database itself: 30-90 ms, every
-# ~5 s at 1,000 req/s, which was the paced p99 of bench/run.py. Now, once the WAL holds RESTART_FRAMES, the background
-# checkpoint asks the writer to copy what came in meanwhile, between two commits, so that its next commit restarts
-# the WAL. That catch-up still syncs the database (30-70 ms on the benchmark machine), so it is made rare: a big WAL
-# costs disk space, not time, while every catch-up holds up the requests that arrive during it.
+# A writer that never pauses never lets the WAL start over (frames committed during a background checkpoint are left
+# for the next one), so once the WAL holds RESTART_FRAMES the checkpointer asks the writer to catch up between two
+# commits. Each catch-up syncs the database, so it is made rare: a big WAL costs disk space, not time. The
+# measurements behind the numbers: docs/benchmarks.md.
 RESTART_FRAMES = 65536  # 256 MiB of 4 KiB pages
 AUTOCHECKPOINT_FRAMES = 131072  # the safety net: the commit path checkpoints itself past 512 MiB
 
@@ -230,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # When the CPU is short, the event loop goes first: a request waiting to be read costs a client, while a writer
-    # that runs a little later just commits a bigger batch. Measured with bench/run.py in four back-to-back pairs:
-    # the 1-event ratio to the bare app was 0.51-0.57 with it, 0.43-0.50 without.
+    # that runs a little later just commits a bigger batch (docs/benchmarks.md).
     try:
         os.nice(WRITER_NICENESS)
     except OSError as exc:
@@ -260,7 +269,7 @@ class _Child:
         self.proc = proc
         # Kept, not asked for per request: asyncio.get_running_loop() makes a getpid() system call each time.
         self.loop = asyncio.get_running_loop()
-        self.pending: dict[int, asyncio.Future] = {}  # request id -> its reply; ids only grow
+        self.pending: dict[int, asyncio.Future[Reply]] = {}  # request id -> its reply; ids only grow
         self.outbox: list[bytes] = []
         self.gone = False
         self.reader: asyncio.Task | None = None
@@ -311,6 +320,7 @@ class WriterProcess:
         self._child = child
 
     async def call(self, op: Op) -> Any:
+        """The job's result once committed; StoreUnavailable if its commit failed, ValueError if the job did."""
         child = self._child
         if self._closing or child is None or child.gone:
             raise StoreUnavailable("the store is not accepting writes")
@@ -322,7 +332,7 @@ class WriterProcess:
         if not child.outbox:
             child.loop.call_soon(self._send, child)
         child.outbox.append(_frame(self._encode(Request(request_id, op))))
-        reply: Reply = await future
+        reply = await future
         if reply.ok:
             return reply.result
         if reply.error.startswith("unavailable"):

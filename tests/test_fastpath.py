@@ -1,12 +1,72 @@
+"""The fast paths in `gateway/fastpath.py`, and what they rely on: Starlette's middleware, uvicorn's protocols."""
+
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 import uvicorn
+from starlette.middleware.base import BaseHTTPMiddleware
 
-from gateway.server import HeldWrites, http_protocol
+from gateway.app import create_app
+from gateway.fastpath import HeldWrites, http_protocol
+from gateway.settings import Settings
 from tests.servers import free_port
+
+
+# --- The router bypass ---------------------------------------------------------------------------------------------
+
+async def lifespan_startup(app) -> dict:
+    """Drive the app's ASGI lifespan to its startup answer (as uvicorn does), then shut it down."""
+    messages = asyncio.Queue()
+    await messages.put({"type": "lifespan.startup"})
+    answers = []
+
+    async def send(message):
+        answers.append(message)
+        if message["type"] != "lifespan.shutdown.complete":
+            await messages.put({"type": "lifespan.shutdown"})
+
+    try:
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, messages.get, send)
+    except RuntimeError:  # Starlette answers a failed startup, then raises what failed it
+        assert answers[0]["type"] == "lifespan.startup.failed"
+    return answers[0]
+
+
+async def test_the_gateway_starts_without_middleware(tmp_path):
+    app = create_app(Settings.load({}, db=str(tmp_path / "bc.db")))
+    assert app.user_middleware == []
+    assert (await lifespan_startup(app))["type"] == "lifespan.startup.complete"
+
+
+async def test_a_middleware_the_events_route_would_skip_stops_the_gateway_at_start(tmp_path):
+    class Tag(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            response = await call_next(request)
+            response.headers["x-tag"] = "1"
+            return response
+
+    app = create_app(Settings.load({}, db=str(tmp_path / "bc.db")))
+    app.add_middleware(Tag)
+    answer = await lifespan_startup(app)
+    assert answer["type"] == "lifespan.startup.failed"
+    assert "bypasses the middleware" in answer["message"]
+
+
+async def test_the_bypass_answers_as_the_router_would(harness):
+    """POST /v1/events at the root skips the router; every other method and path still goes through it."""
+    transport = httpx.ASGITransport(app=harness.app, root_path="/bc", client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        routed = await client.post("/bc/v1/events", json={"project": "pk_nope", "events": []},
+                                   headers={"Origin": "https://x.example"})
+    direct = await harness.send(project="pk_nope")
+    assert routed.status_code == direct.status_code == 401
+    assert routed.json() == direct.json()
+
+
+# --- One write per response, in a real uvicorn ----------------------------------------------------------------------
 
 
 class RecordingTransport(asyncio.Transport):
@@ -126,7 +186,7 @@ async def served():
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
-    yield port, release
+    yield port, release, server
     server.should_exit = True
     await task
 
@@ -138,7 +198,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def test_keep_alive_responses_arrive_whole_and_in_order(served):
-    port, _ = served
+    port, _, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         # Three requests in one write (pipelined): three answers, in order.
@@ -152,7 +212,7 @@ async def test_keep_alive_responses_arrive_whole_and_in_order(served):
 
 
 async def test_connection_close_still_sends_the_whole_answer(served):
-    port, _ = served
+    port, _, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /close HTTP/1.1\r\nhost: x\r\n\r\n")
     head, body = await read_response(reader)
@@ -162,7 +222,7 @@ async def test_connection_close_still_sends_the_whole_answer(served):
 
 
 async def test_a_streamed_head_is_not_held_back_waiting_for_its_body(served):
-    port, release = served
+    port, release, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -178,3 +238,16 @@ def test_the_protocol_is_uvicorns_auto_one():
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     assert issubclass(http_protocol(), AutoHTTPProtocol)
+
+
+async def test_uvicorn_serves_each_connection_through_held_writes(served):
+    """If an upgrade of uvicorn stops passing our transport on (or renames what we override), this fails."""
+    port, _, server = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+        await read_response(reader)
+        (connection,) = server.server_state.connections
+        assert isinstance(connection.transport, HeldWrites)
+    finally:
+        writer.close()
