@@ -26,9 +26,17 @@ if [ "${1:-}" = test ]; then
   if [ ! -x /usr/bin/chromium ] && ! ls "${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}"/chromium-* >/dev/null 2>&1; then
     missing+=(chromium)
   fi
+  # The widget's build tools (esbuild, terser; pinned in widget/package-lock.json) for the test that rebuilds it.
+  command -v npm >/dev/null || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} from Debian" >&2
     apt_install "${missing[@]}"
+  fi
+  # Reinstall only when the lock file changed.
+  npm_stamp="widget/node_modules/.installed-$(sha256sum widget/package-lock.json | cut -c1-16)"
+  if [ ! -e "$npm_stamp" ]; then
+    npm ci --prefix widget --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+    touch "$npm_stamp"
   fi
 fi
 

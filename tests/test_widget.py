@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,9 +27,10 @@ from tests.widget_harness import WidgetSite
 from widget.bundle import bundle
 from widget.routes import routes as widget_routes
 
-BUDGET = 6 * 1024  # gzipped bytes
+BUDGET = 5632  # gzipped bytes, as served
 SECRET = "SENTINEL-TEXT"  # in every page's messages and prompts; must never reach the gateway
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WIDGET = Path(__file__).resolve().parent.parent / "widget"
 REASONS = ["Wrong information", "Too long", "Didn't follow instructions", "Offensive or unsafe", "Other"]  # the defaults
 SESSION = "sess-1"  # the end-user session the tests' traces are logged under
 
@@ -41,11 +41,17 @@ def test_bundle_fits_the_size_budget():
     b = bundle()
     sizes = f"widget.js: {len(b.raw)} B raw, {len(b.gzip)} B gzip, {len(b.brotli)} B brotli (budget {BUDGET} B gzip)"
     print(sizes)
-    assert len(b.gzip) <= BUDGET, sizes
     assert gzip.decompress(b.gzip) == b.raw and brotli.decompress(b.brotli) == b.raw
+    assert len(b.gzip) <= BUDGET, sizes
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_served_bundle_is_the_build_of_the_sources():
+    """`widget/dist/widget.min.js` is committed; rebuilding it from `widget/src/` must give the same bytes."""
+    assert (WIDGET / "node_modules" / ".bin" / "esbuild").exists(), "run `bash .ci/setup.sh test` (npm ci in widget/)"
+    built = subprocess.run(["node", str(WIDGET / "build.mjs"), "--stdout"], capture_output=True, check=True).stdout
+    assert built == bundle().raw, "widget/dist/widget.min.js is stale: run `npm run build` in widget/"
+
+
 def test_bundle_parses_as_javascript(tmp_path):
     path = tmp_path / "widget.js"
     path.write_bytes(bundle().raw)
@@ -484,7 +490,9 @@ def test_429_and_5xx_back_off_then_deliver(open_page, chat):
 def test_4xx_drops_the_batch_with_one_warning_and_rejected_events_are_not_retried(open_page, chat):
     page = open_page(chat.message("t1"), **{"data-delay-ms": "0"})
     chat.plan[:] = [(400, {})]
-    wait_for(lambda: chat.requests, what="the first request")
+    # (page.evaluate lets Playwright deliver the console messages that arrived meanwhile)
+    wait_for(lambda: page.evaluate("1") and any("HTTP 400" in line for line in page.console),
+             what="the widget to handle the 400")
     page.evaluate("() => { backchannel.track('bogus', 't1'); return backchannel.flush() }")
     page.evaluate("() => backchannel.flush()")
     assert [r["status"] for r in chat.requests] == [400, 200]
@@ -661,3 +669,249 @@ def test_event_ids_are_time_ordered_uuid7(open_page, chat):
     stamps = [int(i.replace("-", "")[:12], 16) for i in ids]
     assert all(abs(stamp - time.time() * 1000) < 60_000 for stamp in stamps), stamps
     assert len(set(ids)) == len(ids)
+
+
+# --- accept / insert, host events -------------------------------------------------------------------------------
+
+def test_accept_and_insert_send_accepted_and_count_as_positive(open_page, chat):
+    buttons = ('<button data-feedback-action="accept">Use this</button>'
+               '<button data-feedback-action="insert" data-trace-id="t1">Insert</button>')
+    page = open_page(chat.message("t1").replace("</article>", buttons + "</article>"))
+    chat.wait("shown", "t1")
+    page.locator("[data-feedback-action=accept]").click()
+    page.locator("[data-feedback-action=insert]").click()
+    events = chat.wait("accepted", "t1", count=2)
+    assert [e["how"] for e in events] == ["accept", "insert"]
+    assert "dwell_ms" in events[0] and "dwell_ms" not in events[1]
+    page.close(run_before_unload=True)  # one turn, but accepted: not abandoned
+    stored = chat.wait_stored("t1", lambda t: [e["type"] for e in t["events"]].count("accepted") == 2)
+    assert [e.get("how") for e in stored["events"] if e["type"] == "accepted"] == ["accept", "insert"]
+    assert stored["signals"] == {"shown": 1, "accepted": 1}  # sessions that sent each signal
+
+
+HOOKS = ("window.heard=[];backchannel('on','feedback',p=>heard.push(['feedback',p]));"
+         "backchannel('on','signal',p=>heard.push(['signal',p]));")
+
+
+def test_host_events_and_comment_on_the_current_vote(open_page, chat):
+    stub = ("window.backchannel=window.backchannel||function(){(window.backchannel.q=window.backchannel.q||[]).push(arguments)};"
+            + HOOKS)
+    page = open_page(chat.message("t1").replace("</article>", '<button data-feedback-action="accept">Use</button></article>'),
+                     stub=stub)
+    chat.wait("shown", "t1")
+    assert not page.evaluate("() => backchannel.comment('t1', 'no vote yet')")  # nothing to attach it to
+    page.locator(part(page, "t1", "down")).click()
+    page.locator(part(page, "t1", "reason")).nth(1).click()
+    assert page.evaluate("() => backchannel.comment('t1', '  needs more detail  ')")
+    page.locator("[data-feedback-action=accept]").click()
+    heard = page.wait_for_function("() => heard.length == 5 && heard").json_value()
+    assert heard == [
+        ["signal", {"type": "shown", "traceId": "t1", "props": {}}],
+        ["feedback", {"traceId": "t1", "value": "down", "update": False}],
+        ["feedback", {"traceId": "t1", "value": "down", "reason": "too_long", "update": True}],
+        ["feedback", {"traceId": "t1", "value": "down", "reason": "too_long", "comment": "needs more detail",
+                      "update": True}],
+        ["signal", {"type": "accepted", "traceId": "t1", "props": {"how": "accept"}}],
+    ]
+    chat.wait("accepted", "t1")
+    assert [(e["value"], e.get("reason"), e.get("comment")) for e in chat.events("feedback", "t1")] == [
+        (0, None, None), (0, "too_long", None), (0, "too_long", "needs more detail")]
+    stored = chat.stored("t1")
+    assert [(r["value"], r["reason"], r["comment"]) for r in stored["rating"]] == [(0, "too_long", "needs more detail")]
+    # A listener that throws is the page's error, not the widget's: the next listeners and events still run.
+    with page.expect_event("pageerror") as error:
+        page.evaluate("() => { backchannel.on('feedback', () => { throw new Error('host bug') }); backchannel.rate('t1', 'up') }")
+    assert "host bug" in str(error.value)
+    page.wait_for_function("() => heard.length == 6")
+    chat.wait("feedback", "t1", count=4)
+    page.console[:] = [line for line in page.console if "host bug" not in line]
+
+
+def test_on_and_comment_calls_queued_before_load_are_replayed(open_page, chat):
+    stub = ("window.backchannel=window.backchannel||function(){(window.backchannel.q=window.backchannel.q||[]).push(arguments)};"
+            + HOOKS + "backchannel('rate','t9','down');backchannel('comment','t9','from the chat');")
+    chat.use_project(require_token=False)
+    chat.trace("t9")
+    page = open_page("", stub=stub)
+    events = chat.wait("feedback", "t9", count=2)
+    assert [(e["value"], e.get("comment")) for e in events] == [(0, None), (0, "from the chat")]
+    assert page.evaluate("() => heard.map(([name, p]) => [name, p.comment ?? null, p.update])") == [
+        ["feedback", None, False], ["feedback", "from the chat", True]]
+    assert page.evaluate("() => [typeof backchannel('constructor'), typeof backchannel('__proto__'),"
+                         " backchannel.rate('t9', '__proto__')]") == ["undefined", "undefined", None]
+
+
+# --- abandonment ------------------------------------------------------------------------------------------------
+
+def set_visibility(page, state: str) -> None:
+    """What switching to another tab and back does to the page (headless pages are always visible)."""
+    page.evaluate("""state => {
+      Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
+      Object.defineProperty(document, 'hidden', {value: state == 'hidden', configurable: true});
+      document.dispatchEvent(new Event('visibilitychange'));
+    }""", state)
+
+
+PENDING = "() => Object.keys(localStorage).map(k => k.startsWith('bc_q_') && JSON.parse(localStorage[k]).a).find(Boolean)"
+
+
+def test_a_tab_switch_and_back_is_not_abandonment(open_page, chat):
+    page = open_page(chat.message("t1"), **{"data-abandon-after-ms": "60000"})
+    chat.wait("shown", "t1")
+    set_visibility(page, "hidden")
+    pending = page.wait_for_function(PENDING).json_value()
+    assert pending["e"]["type"] == "abandoned" and pending["e"]["trace_id"] == "t1"
+    set_visibility(page, "visible")
+    page.wait_for_function(f"() => !({PENDING})()")
+    page.locator(part(page, "t1", "up")).click()
+    page.close(run_before_unload=True)
+    stored = chat.wait_stored("t1", lambda t: t["rating"])
+    assert stored["signals"] == {"shown": 1} and [r["value"] for r in stored["rating"]] == [1]
+    assert chat.events("abandoned") == []
+
+
+def test_hidden_past_the_window_is_abandonment(open_page, chat):
+    page = open_page(chat.message("t1"), **{"data-abandon-after-ms": "300"})
+    chat.wait("shown", "t1")
+    hidden_at = page.evaluate("() => Date.now()")
+    set_visibility(page, "hidden")
+    abandoned = chat.wait("abandoned", "t1")[0]
+    assert abandoned["ts"] >= hidden_at and abandoned["token"] == chat.tokens["t1"]
+    page.wait_for_function(f"() => !({PENDING})()")
+    set_visibility(page, "visible")  # back too late: it stays sent, once
+    page.close(run_before_unload=True)
+    assert chat.wait_stored("t1", lambda t: "abandoned" in t["signals"])["signals"] == {"shown": 1, "abandoned": 1}
+
+
+def crash(page) -> None:
+    """The browser kills the hidden tab: its renderer dies, with no pagehide and no unload."""
+    with page.expect_event("crash"):
+        try:
+            page.goto("chrome://crash")
+        except PlaywrightError:
+            pass  # the navigation never completes
+
+
+def test_a_killed_hidden_tab_is_abandoned_by_the_next_visit_after_the_window(open_page, chat, browser):
+    context = browser.new_context()
+    page = open_page(chat.message("t1"), context=context, **{"data-abandon-after-ms": "1500"})
+    chat.wait("shown", "t1")
+    set_visibility(page, "hidden")
+    pending = page.wait_for_function(PENDING).json_value()
+    crash(page)
+    wait_for(lambda: time.time() * 1000 > pending["until"], what="the window to pass")
+    open_page("", context=context)  # a later visit: no message of its own
+    abandoned = chat.wait("abandoned", "t1")
+    assert [e["id"] for e in abandoned] == [pending["e"]["id"]]
+    assert chat.wait_stored("t1", lambda t: "abandoned" in t["signals"])["signals"] == {"shown": 1, "abandoned": 1}
+    context.close()
+
+
+def test_a_killed_hidden_tab_whose_user_is_back_within_the_window_is_not_abandoned(open_page, chat, browser):
+    context = browser.new_context()
+    page = open_page(chat.message("t1"), context=context, **{"data-abandon-after-ms": "600000"})
+    chat.wait("shown", "t1")
+    set_visibility(page, "hidden")
+    page.wait_for_function(PENDING)
+    crash(page)
+    later = open_page("", context=context)
+    later.wait_for_function(f"() => !({PENDING})()")  # the dead tab's entry was taken, and its abandonment dropped
+    later.evaluate("() => backchannel.flush()")
+    assert chat.events("abandoned") == [] and chat.stored("t1")["signals"] == {"shown": 1}
+    context.close()
+
+
+# Installed before the widget's own listener: whatever the widget sends as the page goes away leaves with this marker
+# (a second "shown" for t2), or before it.
+MARKER_ON_PAGEHIDE = "<script>addEventListener('pagehide', () => backchannel.track('shown', 't2'))</script>"
+
+
+def test_two_turns_are_not_abandonment(open_page, chat):
+    page = open_page(chat.message("t1") + chat.message("t2"), before=MARKER_ON_PAGEHIDE,
+                     **{"data-abandon-after-ms": "0"})
+    chat.wait("shown", count=2)
+    set_visibility(page, "hidden")
+    assert page.evaluate(PENDING) is None
+    page.close(run_before_unload=True)
+    chat.wait_stored("t2", lambda t: [e["type"] for e in t["events"]] == ["shown", "shown"], what="the marker")
+    assert chat.events("abandoned") == [] and chat.stored("t1")["signals"] == {"shown": 1}
+
+
+# --- hostile pages and storage (issue 9) ------------------------------------------------------------------------
+
+RECORD_PROTOTYPE = "<script>window.protoBefore = Object.getOwnPropertyNames(Object.prototype).sort().join()</script>"
+
+
+@pytest.mark.parametrize("trace", ["__proto__", "constructor", "prototype"])
+def test_a_trace_id_naming_a_prototype_property_is_just_a_trace(open_page, chat, trace):
+    page = open_page(chat.message(trace) + chat.message("t1"), head=RECORD_PROTOTYPE)
+    chat.wait("shown", count=2)
+    assert host_count(page, trace) == 1 and host_count(page, "t1") == 1
+    page.locator(part(page, trace, "up")).click()
+    page.locator(part(page, "t1", "down")).click()
+    assert [e["trace_id"] for e in chat.wait("feedback", count=2)] == [trace, "t1"]
+    assert page.evaluate("() => Object.getOwnPropertyNames(Object.prototype).sort().join() == protoBefore")
+    assert page.evaluate("() => Object.keys({}).length + Object.keys(Object.prototype).length") == 0
+    assert [r["value"] for r in chat.stored(trace)["rating"]] == [1]
+
+
+def warnings(page) -> list[str]:
+    return [line for line in page.console if line.startswith("warning: backchannel")]
+
+
+def test_an_event_that_can_never_be_sent_is_dropped_with_one_warning(open_page, chat):
+    chat.use_project(require_token=False)
+    chat.trace("t1")
+    page = open_page("")
+    page.evaluate("() => { backchannel.track('copied', 't1', {length: 1, pad: 'x'.repeat(40000)});"
+                  " backchannel.track('copied', 't1', {length: 2}); return backchannel.flush() }")
+    assert [e["length"] for e in chat.wait("copied", "t1")] == [2]
+    assert len(warnings(page)) == 1 and "32 KiB" in warnings(page)[0]
+
+
+def seed(entries: dict[str, str]) -> str:
+    """A script that writes raw localStorage entries before the widget loads."""
+    return f"<script>for (const [k, v] of Object.entries({json.dumps(entries)})) localStorage.setItem(k, v)</script>"
+
+
+def test_garbage_and_poisoned_entries_in_storage_are_dropped(open_page, chat):
+    chat.use_project(require_token=False)
+    chat.trace("t1")
+    good = {"id": "0190f5a4-0000-7000-8000-000000000001", "type": "copied", "trace_id": "t1", "ts": int(time.time() * 1000),
+            "session_id": "s-1", "length": 3}
+    huge = {**good, "id": "0190f5a4-0000-7000-8000-000000000002", "pad": "x" * 40000}
+    prefix = f"bc_q_{chat.pk}_"
+    page = open_page("", before="<script>sessionStorage.setItem('bc_tab', 'mine')</script>" + seed({
+        prefix + "mine": '{"q":"str"}', prefix + "gone-1": "not json", prefix + "gone-2": '{"q":{"length":2}}',
+        prefix + "gone-3": json.dumps({"q": [5, None, "x", {}, huge, good], "a": {"until": "soon", "e": 7}}),
+    }))
+    assert [e["id"] for e in chat.wait("copied", "t1")] == [good["id"]]
+    page.wait_for_function(f"() => !Object.keys(localStorage).some(k => k.startsWith('{prefix}gone'))")
+
+
+def test_the_queue_is_capped_oldest_first_and_counted(open_page, chat):
+    chat.use_project(require_token=False)
+    page = open_page("")
+    page.route("**/v1/events**", lambda route: route.abort())  # nothing gets out
+    page.evaluate("() => { for (let i = 0; i < 520; i++) backchannel.track('copied', 't' + i, {length: 1}) }")
+    queued = page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('bc_q_'))"
+                           ".flatMap(k => JSON.parse(localStorage[k]).q.map(e => e.trace_id))")
+    assert len(queued) == 500 and queued[0] == "t20" and queued[-1] == "t519"
+    dropped = [line for line in warnings(page) if "queue full" in line]
+    assert dropped and dropped[-1].endswith("queue full: dropped 20")  # counted: 20 in all
+
+
+def test_batches_are_measured_in_utf8_bytes(open_page, chat):
+    chat.use_project(require_token=False)
+    for i in range(25):
+        chat.trace(f"t{i}")
+    page = open_page("", **{"data-session-id": "s" * 200})
+    # 20 such events are 27,000 characters but 67 KB of UTF-8 (3 bytes a character): over both 64 KiB limits.
+    comment = "慢" * 999
+    page.evaluate("c => { for (let i = 0; i < 25; i++) backchannel.rate('t' + i, 'down', {comment: c}) }", comment)
+    wait_for(lambda: page.evaluate("() => backchannel.flush().then(() => true)") and len(chat.delivered()) == 25,
+             what="25 feedback events")
+    posts = [r for r in chat.requests if r["method"] == "POST"]
+    assert len(posts) >= 2 and all(r["status"] == 200 for r in posts)
+    assert all(len(r["body"].encode()) <= 65536 for r in posts)
+    assert chat.stored("t24")["rating"][0]["comment"] == comment

@@ -1,1 +1,1 @@
-"""The browser widget: sources in `src/`, built by `bundle.py`, served by `routes.py`."""
+"""The browser widget: ES modules in `src/`, built into `dist/widget.min.js` by `build.mjs`, served by `routes.py`."""

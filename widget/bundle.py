@@ -1,19 +1,21 @@
-"""The widget as served: `src/*.js` joined into one IIFE, minified, hashed, pre-compressed. Built once per process."""
+"""The widget as served: `dist/widget.min.js`, hashed and pre-compressed once per process.
+
+`dist/widget.min.js` is built from the ES modules in `src/` by `build.mjs` (esbuild bundles them into one IIFE,
+terser minifies it) and committed, so the gateway needs no node at run time; a test rebuilds it and compares bytes.
+"""
 
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import brotli
-import rjsmin
+import zopfli.gzip
 
-SOURCE_DIR = Path(__file__).parent / "src"
-# Order matters: later files use what earlier ones define at load time; main.js starts everything.
-SOURCES = ("config.js", "queue.js", "ui.js", "signals.js", "main.js")
+WIDGET_DIR = Path(__file__).parent
+BUILT = WIDGET_DIR / "dist" / "widget.min.js"
 
 
 @dataclass(frozen=True)
@@ -29,17 +31,11 @@ class Bundle:
         return f"/v1/widget.{self.version}.js"
 
 
-def source() -> str:
-    """The unminified bundle."""
-    body = "\n".join((SOURCE_DIR / name).read_text(encoding="utf-8") for name in SOURCES)
-    return '(function(){"use strict";\n' + body + "\n})();\n"
-
-
-def build() -> Bundle:
-    raw = rjsmin.jsmin(source()).encode()
+def build(raw: bytes) -> Bundle:
     return Bundle(
         raw=raw,
-        gzip=gzip.compress(raw, compresslevel=9, mtime=0),
+        # Zopfli writes ordinary gzip, ~2% smaller than zlib's best, in ~0.1 s once per process.
+        gzip=zopfli.gzip.compress(raw, numiterations=15),
         brotli=brotli.compress(raw, quality=11, mode=brotli.MODE_TEXT),
         version=hashlib.sha256(raw).hexdigest()[:12],
     )
@@ -47,4 +43,4 @@ def build() -> Bundle:
 
 @functools.cache
 def bundle() -> Bundle:
-    return build()
+    return build(BUILT.read_bytes())
