@@ -28,6 +28,8 @@ if [ "${1:-}" = test ]; then
   fi
   # The widget's build tools (esbuild, terser; pinned in widget/package-lock.json) for the test that rebuilds it.
   command -v npm >/dev/null || missing+=(nodejs npm)
+  # Playwright records `--video` with ffmpeg (see the end of this script).
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} from Debian" >&2
     apt_install "${missing[@]}"
@@ -45,4 +47,16 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)${extras}"
 if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
   touch "$stamp"
+fi
+
+if [ "${1:-}" = test ]; then
+  # Playwright looks for its own ffmpeg build, which it cannot download here; Debian's records the same video.
+  revision=$(.venv/bin/python -c 'import json, pathlib, playwright
+browsers = pathlib.Path(playwright.__file__).parent / "driver/package/browsers.json"
+print(next(b["revision"] for b in json.loads(browsers.read_text())["browsers"] if b["name"] == "ffmpeg"))')
+  ffmpeg_dir="${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}/ffmpeg-$revision"
+  if [ ! -e "$ffmpeg_dir/ffmpeg-linux" ]; then
+    mkdir -p "$ffmpeg_dir"
+    ln -sf "$(command -v ffmpeg)" "$ffmpeg_dir/ffmpeg-linux"
+  fi
 fi

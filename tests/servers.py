@@ -15,6 +15,11 @@ from pathlib import Path
 import httpx
 
 
+# The metrics token every test gateway is started with: /metrics is off without one.
+METRICS_TOKEN = "metrics-token-of-the-tests"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,7 +86,8 @@ class GatewayProcess:
         self.redis_url = redis_url
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="bc-gateway-", suffix=".log", delete=False)
+        # Beside the database (a test's tmp_path), so nothing is left in the temporary directory after the run.
+        self.log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", dir=Path(db).parent, delete=False)
         self.log.close()  # the file stays (delete=False); each start appends to it through a handle of its own
 
     @property
@@ -93,7 +99,7 @@ class GatewayProcess:
                "--db", str(self.db)]
         if self.redis_url:
             cmd += ["--redis", self.redis_url]
-        env = {**os.environ, **self.env}
+        env = {**os.environ, "BACKCHANNEL_METRICS_TOKEN": METRICS_TOKEN, **self.env}
         with open(self.log.name, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for(self._ready, timeout=30, what="gateway /healthz")

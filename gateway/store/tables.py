@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import msgspec
 
-from gateway import tokens
-from gateway.schemas import DEFAULT_REASONS, Rating, Reason, StoredEvent, TraceIn, TraceOut
+from gateway import bounds, tokens
+from gateway.schemas import DEFAULT_EVENTS_PAGE, DEFAULT_REASONS, Rating, Reason, StoredEvent, TraceIn, TraceOut
 from gateway.store import EventRow, KeyInfo, Project, SecretKey
+from gateway.store import review, rollups
 
 SCHEMA_VERSION = 3  # PRAGMA user_version; 0 is a new file, or the first schema (version 1, which recorded none)
 SCHEMA = """
@@ -62,8 +63,12 @@ CREATE TABLE IF NOT EXISTS traces (
     ts INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    -- The review loop's (gateway/store/review.py): the prompt answered (a regeneration takes its parent's key), the
+    -- parent, and whether `input` holds a JSON list of messages rather than text.
+    prompt_key TEXT, parent_trace_id TEXT, messages INTEGER NOT NULL DEFAULT 0,
     UNIQUE (project_id, trace_id)
 );
+CREATE INDEX IF NOT EXISTS traces_by_prompt ON traces (project_id, prompt_key);
 -- The log, in arrival order (seq). Which sessions sent each implicit signal is counted from it when a trace is read.
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -170,6 +175,12 @@ def _install_schema(conn: sqlite3.Connection, path: str) -> None:
 
 
 FEATURES: tuple[str, ...] = (
+    "gateway.store.rollups",
+    "gateway.store.alerts",
+    "gateway.store.outbox",
+    "gateway.store.salts",
+    "gateway.store.repairs",
+    "gateway.store.review",
 )
 """Modules under gateway/store/ whose tables follow the event log (see the module docstring)."""
 
@@ -289,9 +300,12 @@ def upsert_trace(conn: sqlite3.Connection, project_id: int, trace: TraceIn) -> b
         " template_version = excluded.template_version, input = excluded.input, output = excluded.output,"
         " metadata = excluded.metadata, ts = excluded.ts, updated_at = excluded.updated_at",
         (project_id, trace.trace_id, trace.session_id, trace.user_id, trace.model, trace.template,
-         trace.template_version, trace.input, trace.output, metadata, trace.ts if trace.ts is not None else now, now,
-         now),
+         trace.template_version, review.stored_input(trace), trace.output, metadata,
+         trace.ts if trace.ts is not None else now, now, now),
     )
+    review.record_prompt(conn, project_id, trace)
+    if existed is not None:  # its impressions count where its model, template and ts now say
+        rollups.retrace(conn, project_id, trace.trace_id)
     return existed is None
 
 
@@ -432,19 +446,33 @@ def keys_of(conn: sqlite3.Connection, project_id: int) -> list[KeyInfo]:
         "SELECT kid, created_at, revoked_at FROM secret_keys WHERE project_id = ? ORDER BY created_at", (project_id,))]
 
 
-def get_trace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> TraceOut | None:
+def get_trace(conn: sqlite3.Connection, project_id: int, trace_id: str, *, after: str | None = None,
+              limit: int = DEFAULT_EVENTS_PAGE) -> TraceOut | None:
+    """The trace with a page of its events: at most `limit`, those logged after the event `after` (ValueError if
+    that is not one of the trace's events), and `next_after` if more follow; its rating and signals whole."""
     row = conn.execute(
-        "SELECT row, trace_id, session_id, user_id, model, template, template_version, input, output, metadata, ts"
-        " FROM traces WHERE project_id = ? AND trace_id = ?", (project_id, trace_id)).fetchone()
+        "SELECT row, trace_id, session_id, user_id, model, template, template_version, input, output, metadata, ts,"
+        " messages, parent_trace_id FROM traces WHERE project_id = ? AND trace_id = ?", (project_id, trace_id)).fetchone()
     if row is None:
         return None
     trace = (row[0],)
+    start = 0
+    if after is not None:
+        found = conn.execute("SELECT seq FROM events WHERE project_id = ? AND id = ? AND trace = ?",
+                             (project_id, after, row[0])).fetchone()
+        if found is None:
+            raise ValueError("`after` is not an event of this trace")
+        start = found[0]
     events = [
         StoredEvent(id=r[0], type=r[1], session_id=r[2], ts=r[3], received_at=r[4], value=r[5], reason=r[6],
                     comment=r[7], **(json.loads(r[8]) if r[8] else {}))
         for r in conn.execute("SELECT id, type, session_id, ts, received_at, value, reason, comment, props FROM events"
-                              " WHERE trace = ? ORDER BY seq", trace)
+                              " WHERE trace = ? AND seq > ? ORDER BY seq LIMIT ?", (row[0], start, limit + 1))
     ]
+    next_after = None
+    if len(events) > limit:
+        del events[limit:]
+        next_after = events[-1].id
     rating = [Rating(*r) for r in conn.execute(
         "SELECT session_id, value, reason, comment, updated_at FROM votes WHERE trace = ? ORDER BY session_id", trace)]
     # Sessions per implicit signal type: repeats in one session count once.
@@ -452,6 +480,13 @@ def get_trace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> Trace
         "SELECT type, count(DISTINCT session_id) FROM events WHERE trace = ? AND type != 'feedback' GROUP BY type",
         trace).fetchall())
     return TraceOut(trace_id=row[1], session_id=row[2], user_id=row[3], model=row[4], template=row[5],
-                    template_version=row[6], input=row[7], output=row[8],
-                    metadata=json.loads(row[9]) if row[9] else None, ts=row[10], events=events, rating=rating,
-                    signals=signals)
+                    template_version=row[6], input=review.loaded_input(row[7], row[11]), output=row[8],
+                    metadata=_stored_metadata(row[9]), ts=row[10], events=events, rating=rating,
+                    signals=signals, parent_trace_id=row[12], next_after=next_after)
+
+
+def _stored_metadata(text: str | None) -> dict[str, Any] | None:
+    # Metadata stored before it was bounded may nest too deep to decode (RecursionError) or encode: read as null.
+    if not text or bounds.nesting_exceeds(text.encode(), bounds.MAX_BODY_DEPTH):
+        return None
+    return json.loads(text)
