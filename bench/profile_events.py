@@ -1,6 +1,7 @@
 """CPU per `POST /v1/events` request, in-process: the ASGI app driven directly, no HTTP server, no load generator.
 
     .venv/bin/python bench/profile_events.py [--events 1] [--requests 20000] [--concurrency 32] [--profile]
+        [--type shown|copied] [--destination]
 
 `bench/run.py` measures throughput over HTTP, where a noisy machine moves every number. This script measures what one
 request costs in CPU: the gateway's process (`time.process_time`) and its writer process (`/proc/<pid>/stat`), per
@@ -21,6 +22,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +39,9 @@ from gateway.server import tune_gc  # noqa: E402
 from gateway.schemas import TraceIn  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from gateway import tokens  # noqa: E402
+from gateway.forwarding import SIGNALS, WebhookSecret  # noqa: E402
+from gateway.forwarding.crypto import generate_key  # noqa: E402
+from gateway.forwarding.webhook import new_secret  # noqa: E402
 
 ORIGIN = b"http://bench.local"
 UNLIMITED = "10000000/s burst 10000000"
@@ -44,6 +49,9 @@ UNLIMITED = "10000000/s burst 10000000"
 
 def perf_control(command: str) -> None:
     """Tell `perf stat --control fifo:CTL,ACK -D -1` (if it runs us) to count only the measured part."""
+    if os.environ.get("CALLGRIND_CONTROL"):  # under `valgrind --tool=callgrind --instr-atstart=no` (no perf counters)
+        subprocess.run(["callgrind_control", "-i", "on" if command == "enable" else "off", str(os.getpid())],
+                       check=True, capture_output=True)
     ctl, ack = os.environ.get("PERF_CTL_FIFO"), os.environ.get("PERF_ACK_FIFO")
     if ctl and ack:
         with open(ctl, "w") as fifo:
@@ -103,13 +111,15 @@ class Driver:
         await asyncio.gather(*(self.worker() for _ in range(concurrency)))
 
 
-def event_bodies(public_key: str, traces: list[tuple[str, str]], count: int, per_request: int) -> list[bytes]:
+def event_bodies(public_key: str, traces: list[tuple[str, str]], count: int, per_request: int,
+                 type: str = "shown") -> list[bytes]:
     encode = msgspec.json.encode
+    extra = {"length": 120} if type == "copied" else {}
     bodies = []
     for i in range(count):
         trace, token = traces[i % len(traces)]
-        events = [{"id": uuid7(), "type": "shown", "trace_id": trace, "token": token,
-                   "ts": int(time.time() * 1000), "dwell_ms": 1200} for _ in range(per_request)]
+        events = [{"id": uuid7(), "type": type, "trace_id": trace, "token": token,
+                   "ts": int(time.time() * 1000), "dwell_ms": 1200, **extra} for _ in range(per_request)]
         bodies.append(encode({"project": public_key, "events": events}))
     return bodies
 
@@ -119,7 +129,8 @@ async def measure(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load({}, db=f"{tmp}/bench.db", limit_session=UNLIMITED, limit_ip=UNLIMITED,
-                                 limit_project=UNLIMITED, sqlite_synchronous=args.synchronous)
+                                 limit_project=UNLIMITED, sqlite_synchronous=args.synchronous,
+                                 encryption_key=generate_key() if args.destination else None)
         app = create_app(settings)
         gateway = app.state.gateway
         await gateway.start()
@@ -132,14 +143,21 @@ async def measure(args: argparse.Namespace) -> None:
                 token, _ = tokens.mint(secret, public_key=project.public_key, trace_id=trace_id,
                                        session_id=session_id, ttl=86400)
                 traces.append((trace_id, token))
+            if args.destination:
+                # One webhook that wants every forwardable signal. Its worker is stopped: delivery runs outside the
+                # request path, so what is measured is what ingest pays, the outbox rows written in each commit.
+                await gateway.forwarder.stop()
+                await gateway.store.outbox.add(project.id, "webhook", "http://127.0.0.1:9/sink", SIGNALS,
+                                               gateway.vault.seal(WebhookSecret(new_secret())))
             tune_gc()  # as `backchannel serve` does
-            warm = Driver(app, event_bodies(project.public_key, traces, 2000, args.events), "/v1/events", 200)
+            warm = Driver(app, event_bodies(project.public_key, traces, 2000, args.events, args.type), "/v1/events",
+                          200)
             await warm.run(args.concurrency)
             for name, target, status in (("bare", bare, 204), ("gateway", app, 200)):
                 if args.only and name != args.only:
                     continue
-                driver = Driver(target, event_bodies(project.public_key, traces, args.requests, args.events),
-                                "/v1/events", status)
+                driver = Driver(target, event_bodies(project.public_key, traces, args.requests, args.events,
+                                                     args.type), "/v1/events", status)
                 writer_pid = gateway.store.writer_pid
                 writer_before = cpu_seconds_of(writer_pid)
                 profiler = cProfile.Profile() if args.profile else None
@@ -171,6 +189,10 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=2000)
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--only", choices=("bare", "gateway"))
+    parser.add_argument("--type", choices=("shown", "copied"), default="shown",
+                        help="event type sent (`shown` is never forwarded, `copied` is when opted in)")
+    parser.add_argument("--destination", action="store_true",
+                        help="configure one destination (a webhook wanting every forwardable signal)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=40)

@@ -45,6 +45,7 @@ class ChatRequest(msgspec.Struct):
     template: Literal["answer", "summarize", "draft"] = "answer"
     attempt: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
     model: Literal["model-a", "model-b"] | None = None  # pinned by the page's ?model=; else the session's variant
+    parent_trace_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None  # set by Regenerate
 
 
 def chunk_delay(speed: str | None) -> float:
@@ -113,6 +114,7 @@ def create_app(*, gateway_url: str, public_key: str, secret_key: str, widget_src
         token = await request.app.state.traces.log(Trace(
             trace_id=trace_id, session_id=session_id, model=model, template=ask.template,
             template_version=llm.TEMPLATE_VERSION, input=ask.prompt, output=text, metadata={"attempt": ask.attempt},
+            parent_trace_id=ask.parent_trace_id,
         ))
         delay = chunk_delay(request.query_params.get("speed"))
 

@@ -21,6 +21,7 @@ class Trace(msgspec.Struct):
     input: str
     output: str
     metadata: dict[str, int]
+    parent_trace_id: str | None = None  # the trace a regeneration regenerates
 
 
 class TraceLogger:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import httpx
 
-from tests.servers import free_port
+from tests.servers import METRICS_AUTH, METRICS_TOKEN, free_port
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
@@ -124,7 +124,7 @@ def start_demo(redis_url: str, db: str, log: Any) -> tuple[subprocess.Popen, dic
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--host", "127.0.0.1", "--port", str(port), "--demo-port",
          str(demo_port), "--db", db, "--redis", redis_url, "--json"],
-        stdout=subprocess.PIPE, stderr=log, text=True,
+        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "BACKCHANNEL_METRICS_TOKEN": METRICS_TOKEN},
     )
     deadline = time.monotonic() + 60
     with selectors.DefaultSelector() as selector:
@@ -178,7 +178,7 @@ def project_config(stack: Stack, public_key: str) -> dict[str, Any]:
 
 def duplicates(stack: Stack) -> int:
     """How many events the gateway has answered `duplicate` (a re-sent event) since it started."""
-    metrics = httpx.get(f"{stack.gateway_url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{stack.gateway_url}/metrics", headers=METRICS_AUTH, timeout=5).text
     return int(float(next(line.split()[-1] for line in metrics.splitlines()  # Prometheus writes counters as floats
                           if line.startswith('backchannel_events_total{status="duplicate"}'))))
 

@@ -14,8 +14,12 @@ from starlette.routing import Route
 from gateway.core import Gateway
 from gateway.errors import HTTPProblem, problem_response
 from gateway.fastpath import EVENTS_PATH, GatewayApp
-from gateway.routes import events, ops, projects, traces
+from gateway.pages.review import review_routes
+from gateway.routes import (
+    alerts, dashboard, destinations, events, exports, labels, ops, projects, queues, stats, traces,
+)
 from gateway.settings import Settings
+from gateway.store import StoreUnavailable
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -29,6 +33,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if code is None:
         return Response(exc.detail, status_code=exc.status_code, headers=exc.headers)
     return problem_response(code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    # Any route's write the store could not commit (its files replaced, the disk full, the writer gone): nothing of
+    # it was stored, so the client may retry, as on the events route.
+    return problem_response("store_unavailable", "the store could not commit; nothing was stored, retry",
+                            {"Retry-After": "1"})
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -50,8 +61,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(EVENTS_PATH, events_endpoint, methods=["POST"]),  # reached this way only under a root path
         Route(EVENTS_PATH, events.preflight, methods=["OPTIONS"]),
         Route("/v1/traces", traces.post_trace, methods=["POST"]),
+        *destinations.routes,
         Route("/v1/traces/{trace_id:path}", traces.get_trace, methods=["GET"]),
         Route("/v1/projects/{public_key}/config", projects.project_config, methods=["GET"]),
+        *queues.routes, *labels.routes, *exports.routes, *review_routes(gateway),
+        Route("/v1/stats", stats.get_stats, methods=["GET"]),
+        Route("/v1/alerts", alerts.get_alerts, methods=["GET"]),
+        *dashboard.routes(gateway),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
@@ -59,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *widget_routes,
     ]
     app = GatewayApp(events_endpoint=events_endpoint, routes=routes, lifespan=lifespan,
-                     exception_handlers={HTTPProblem: _problem, HTTPException: _http_error})
+                     exception_handlers={HTTPProblem: _problem, HTTPException: _http_error,
+                                         StoreUnavailable: _store_unavailable})
     app.state.gateway = gateway
     return app

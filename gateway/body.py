@@ -3,10 +3,51 @@
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
 from starlette.types import Receive
 
 from gateway.errors import HTTPProblem
+
+
+# Headers whose second copy would change how the body reads: with two, which one a server takes (the first, the last)
+# is a guess another server in front of it may guess otherwise.
+_ONCE = (b"content-type", b"content-encoding")
+UTF8 = (b"utf-8", b"utf8")
+
+
+def check_media_type(raw: list[tuple[bytes, bytes]], accepted: tuple[bytes, ...],
+                     headers: dict[bytes, bytes] | None = None) -> bytes:
+    """The request's media type, if it is one of `accepted` (lower-case); refused with 415 if it is not or names a
+    charset other than UTF-8, and with 400 if Content-Type or Content-Encoding comes more than once.
+
+    `raw` are the ASGI scope's headers; `headers` the same as a dict, if the caller has it already."""
+    if headers is None:
+        headers = dict(raw)
+    if len(headers) != len(raw):  # some header came twice: one of these?
+        for once in _ONCE:
+            if sum(name == once for name, _ in raw) > 1:
+                raise HTTPProblem("malformed", f"{once.decode()} appears more than once")
+    value = headers.get(b"content-type", b"")
+    # Browsers send a handful of spellings: each is parsed once (a long one, which none of them is, every time).
+    media_type, problem = (_media_type if len(value) <= 100 else _media_type.__wrapped__)(value, accepted)
+    if problem:
+        raise HTTPProblem("unsupported_media_type", problem)
+    return media_type
+
+
+@lru_cache(maxsize=256)
+def _media_type(value: bytes, accepted: tuple[bytes, ...]) -> tuple[bytes, str]:
+    """(media type, why it is refused or "")."""
+    media_type, _, params = value.partition(b";")
+    media_type = media_type.strip().lower()
+    if media_type not in accepted:
+        return media_type, f"send {' or '.join(t.decode() for t in accepted)}"
+    for param in params.split(b";") if params else ():
+        name, _, charset = param.partition(b"=")
+        if name.strip().lower() == b"charset" and charset.strip().strip(b'"').lower() not in UTF8:
+            return media_type, "the only charset accepted is utf-8"
+    return media_type, ""
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
@@ -45,4 +86,6 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             raise HTTPProblem("too_large", f"decompressed body exceeds {limit} bytes")
         if not inflater.eof:
             raise HTTPProblem("malformed", "gzip body is truncated")
+        if inflater.unused_data:  # a second member, or garbage: zlib stops at the end of the first
+            raise HTTPProblem("malformed", "gzip body has data after its end")
     return body

@@ -12,7 +12,10 @@ import sys
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from gateway import settings as config
-from gateway import tokens
+from gateway import alert_commands, tokens
+from gateway.analytics.backtest import add_drift_parser
+from gateway.forwarding import commands as forwarding_commands
+from gateway.review import commands as review_commands
 from gateway.settings import Settings
 from gateway.store import Project, Store, create_store
 
@@ -48,12 +51,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.server import tune_gc, uvicorn_config
+    from gateway.server import raise_open_files_limit, tune_gc, uvicorn_config
 
     settings = config.from_options(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_open_files_limit()
     server = uvicorn.Server(uvicorn_config(create_app(settings), host=settings.host, port=settings.port,
-                                           log_level=settings.log_level))
+                                           log_level=settings.log_level, settings=settings))
     tune_gc()
     server.run()
     return 0 if server.started else 3  # as uvicorn.run: 3 is a failed start-up
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--kid", required=True, help="key id, as `project list` shows it")
     config.add_options(revoke, "db")
     revoke.set_defaults(func=cmd_project_revoke_key)
+    alert_commands.add_commands(project)
 
     token = sub.add_parser("token", help="mint a feedback token")
     token.add_argument("--secret", required=True, help="the project's secret key (sk_...)")
@@ -169,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--demo-port", type=int, default=8001, help="demo chat app port")
     demo.add_argument("--json", action="store_true", help="print one JSON line with the URLs and keys once ready")
     demo.set_defaults(func=cmd_demo)
+    forwarding_commands.add_commands(sub)
+    review_commands.add_commands(sub, _with_store, _project_or_exit)
+    add_drift_parser(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from gateway.backoff import Backoff, retry_after_at
+from gateway.messages import Input
 from gateway.schemas import EventResult, EventResults, Problem, TraceCreated
 
 SignalType = Literal["shown", "copied", "edited", "regenerated", "rephrased", "abandoned", "accepted"]
@@ -138,13 +139,14 @@ class Backchannel(_Client):
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def log_trace(self, trace_id: str, session_id: str, *, user_id: str | None = None, model: str | None = None,
-                  template: str | None = None, template_version: str | None = None, input: str | None = None,
+                  template: str | None = None, template_version: str | None = None, input: Input | None = None,
                   output: str | None = None, metadata: dict[str, Any] | None = None,
-                  ts: int | None = None) -> TraceCreated:
-        """Log one generation (an idempotent upsert on `trace_id`); the answer carries its `feedback_token`."""
+                  ts: int | None = None, parent_trace_id: str | None = None) -> TraceCreated:
+        """Log one generation (an idempotent upsert on `trace_id`); the answer carries its `feedback_token`.
+        `input` is a string or chat messages; `parent_trace_id` names the trace a regeneration regenerates."""
         body = self._trace_body(trace_id, session_id, dict(
             user_id=user_id, model=model, template=template, template_version=template_version, input=input,
-            output=output, metadata=metadata, ts=ts))
+            output=output, metadata=metadata, ts=ts, parent_trace_id=parent_trace_id))
         return self._post("/v1/traces", body, _trace)
 
     def feedback(self, trace_id: str, session_id: str, value: Literal[0, 1] | bool, reason: str | None = None,
@@ -196,11 +198,12 @@ class AsyncBackchannel(_Client):
 
     async def log_trace(self, trace_id: str, session_id: str, *, user_id: str | None = None,
                         model: str | None = None, template: str | None = None, template_version: str | None = None,
-                        input: str | None = None, output: str | None = None, metadata: dict[str, Any] | None = None,
-                        ts: int | None = None) -> TraceCreated:
+                        input: Input | None = None, output: str | None = None,
+                        metadata: dict[str, Any] | None = None, ts: int | None = None,
+                        parent_trace_id: str | None = None) -> TraceCreated:
         body = self._trace_body(trace_id, session_id, dict(
             user_id=user_id, model=model, template=template, template_version=template_version, input=input,
-            output=output, metadata=metadata, ts=ts))
+            output=output, metadata=metadata, ts=ts, parent_trace_id=parent_trace_id))
         return await self._post("/v1/traces", body, _trace)
 
     async def feedback(self, trace_id: str, session_id: str, value: Literal[0, 1] | bool, reason: str | None = None,

@@ -1,4 +1,4 @@
-"""The client's address behind trusted proxies, and the rate-limit bucket it falls in.
+"""The client's address behind trusted proxies, the rate-limit bucket it falls in, and that bucket's daily hash.
 
 The rule is uvicorn's and gunicorn's `forwarded_allow_ips`: each proxy appends the address it received the request from
 to `X-Forwarded-For`, so the entries are read right to left, and the client is the rightmost address that is not a
@@ -11,6 +11,7 @@ it, the nearest address a trusted proxy vouches for. So no string a client write
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from functools import lru_cache
 from typing import Sequence
@@ -108,3 +109,10 @@ def bucket_key(address: str) -> str:
         return str(ip)
     return str(ipaddress.IPv6Network((int(ip) >> (128 - IPV6_BUCKET_PREFIX) << (128 - IPV6_BUCKET_PREFIX),
                                       IPV6_BUCKET_PREFIX)))
+
+
+@lru_cache(maxsize=8192)
+def hash_ip(bucket: str, salt: str, day: int) -> str:
+    """A client's bucket (`bucket_key`) hashed under the day's salt: enough to rate-limit and group, useless to find
+    the person once the salt is deleted with its day (`gateway/store/salts.py`). Raw IPs are never stored."""
+    return hashlib.sha256(f"{salt}:{day}:{bucket}".encode()).hexdigest()[:16]

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
-from gateway import tokens
+from gateway import clientip, tokens
+from gateway.alerts import AlertWorker
+from gateway.analytics.drift import DriftSettings
+from gateway.backoff import Backoff
 from gateway.dedup import Dedup
 from gateway.directory import Directory
+from gateway.forwarding.crypto import CredentialsError, Vault
+from gateway.forwarding.worker import Worker
 from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, Rate, create_limiter
+from gateway.review.fill import Reviewing
 from gateway.schemas import MAX_EVENTS_PER_REQUEST
 from gateway.settings import Settings
-from gateway.store import Store, create_store
+from gateway.store import Store, StoreUnavailable, create_store
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,12 @@ class Rates:
         return rates
 
 
+MIN_METRICS_TOKEN = 16
+SECONDS_PER_DAY = 86_400
+sleep = asyncio.sleep  # the daily salt roller's, which a test replaces
+log = logging.getLogger("backchannel")
+
+
 class Gateway:
     """What the routes share: settings, store, limiter, de-dup, the key directory and metrics."""
 
@@ -49,7 +65,36 @@ class Gateway:
         self.directory = Directory(self.store, self.tokens)
         self.limiter: Limiter = create_limiter(settings.redis or None, redis_timeout=settings.redis_timeout_ms / 1000)
         self.dedup = Dedup(self.limiter, ttl=settings.seen_ttl)
-        self.ip_salt = settings.ip_salt
+        try:
+            self.trusted_proxies = clientip.TrustedProxies(settings.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ValueError(f"BACKCHANNEL_FORWARDED_ALLOW_IPS: {exc}") from None
+        token = settings.metrics_token
+        if token and (len(token) < MIN_METRICS_TOKEN or not token.isascii() or not token.isprintable()):
+            raise ValueError(f"BACKCHANNEL_METRICS_TOKEN needs at least {MIN_METRICS_TOKEN} printable ASCII characters")
+        # Client-IP hashes use the day's salt, shared through the store and deleted with its day (`roll_salt`), after
+        # the optional pepper from the settings, which never enters the database.
+        self.salt_day = -1
+        self._salt_roller: asyncio.Task[None] | None = None
+        self.page_key = b""  # loaded by start()
+        self.ip_salt = ""
+        # Forwarding: the vault seals and opens destination credentials; the worker drains the outbox.
+        try:
+            self.vault = Vault(settings.encryption_key) if settings.encryption_key else None
+        except CredentialsError as exc:
+            raise ValueError(str(exc)) from None
+        self.forwarder = Worker(self.store.outbox, self.vault, concurrency=settings.forward_concurrency,
+                                timeout=settings.forward_timeout_ms / 1000,
+                                backoff=Backoff(cap=settings.forward_max_backoff_ms / 1000))
+        self.metrics.registry.register(self.forwarder)
+        self.review = Reviewing(self.store, judge=settings.judge, embedder=settings.embedder,
+                                auto_fill_interval=settings.auto_fill_interval,
+                                min_votes=settings.outlier_min_votes)
+        # Drift alerts: a detector pass after each completed hour; new alerts go to the project's alert webhook.
+        self.drift_settings = DriftSettings(
+            min_impressions=settings.drift_min_impressions, arl_hours=settings.drift_arl_hours,
+            reference_days=settings.drift_reference_days, gap_hours=settings.drift_gap_hours)
+        self.alerts = AlertWorker(self.store, self.drift_settings, self.vault)
         self.metrics.read_at_scrape("limiter_redis_errors_total", lambda: self.limiter.stats.get("redis_errors", 0),
                            "Failed Redis calls of the limiter.")
         self.metrics.read_at_scrape("limiter_fail_open_total", lambda: self.limiter.stats.get("fail_open", 0),
@@ -57,14 +102,64 @@ class Gateway:
 
     @staticmethod
     def today() -> int:
-        return int(time.time() // 86400)
+        return int(time.time() // SECONDS_PER_DAY)
+
+    async def roll_salt(self, day: int) -> str:
+        """The salt of client-IP hashes on `day` (see `gateway/store/salts.py`), from now on `ip_salt`."""
+        salt = self.settings.ip_salt + await self.store.salt_of_day(day)
+        self.salt_day, self.ip_salt = day, salt
+        return salt
+
+    def client_bucket(self, scope: Scope, headers: dict[bytes, bytes] | None = None) -> str:
+        """The rate-limit bucket (`clientip.bucket_key`) of the request's client: the peer, or behind trusted proxies
+        the rightmost untrusted `X-Forwarded-For` hop. `headers`: the scope's as a dict, if the caller has it (then a
+        request without `X-Forwarded-For` is not scanned for one)."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if headers is not None and b"x-forwarded-for" not in headers:
+            return self._peer_bucket(peer)
+        forwarded = [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"]
+        if not forwarded:
+            return self._peer_bucket(peer)
+        return clientip.bucket_key(clientip.client_address(peer, forwarded, self.trusted_proxies))
+
+    def client_key(self, scope: Scope, headers: dict[bytes, bytes] | None = None) -> str:
+        """The request's client as limiter keys and the store know it: its bucket hashed under the current day's salt
+        (`roll_salt`), never its address."""
+        return clientip.hash_ip(self.client_bucket(scope, headers), self.ip_salt, self.salt_day)
+
+    @functools.lru_cache(maxsize=8192)  # noqa: B019  # one Gateway per process: the cache lives as long anyway
+    def _peer_bucket(self, peer: str | None) -> str:
+        return clientip.bucket_key(clientip.client_address(peer, (), self.trusted_proxies))
+
+    async def _roll_salt_daily(self) -> None:
+        """Rolls the salt as each UTC day begins, so a finished day's salt is deleted then, with or without traffic."""
+        while True:
+            await sleep(SECONDS_PER_DAY - time.time() % SECONDS_PER_DAY + 1)
+            try:
+                await self.roll_salt(self.today())
+            except StoreUnavailable as exc:  # the next request rolls it
+                log.warning("could not roll the client-IP salt: %s", exc)
 
     async def start(self) -> None:
         await self.store.open()
-        if not self.ip_salt:
-            self.ip_salt = await self.store.meta("ip_salt", secrets.token_hex(16))
+        await self.roll_salt(self.today())
+        self._salt_roller = asyncio.create_task(self._roll_salt_daily(), name="backchannel-ip-salt")
+        if self.vault is None and await self.store.outbox.any():
+            raise RuntimeError("destinations are configured but BACKCHANNEL_ENCRYPTION_KEY is not set: set it to the "
+                               "key their credentials were sealed with (or remove them: backchannel destination remove)")
+        self.forwarder.start()
+        # Signs the pages' session cookies; kept in the store so every gateway process verifies the same cookies.
+        self.page_key = bytes.fromhex(await self.store.meta("page_session_key", secrets.token_hex(32)))
+        self.review.start()
+        self.alerts.start()
 
     async def stop(self) -> None:
+        if self._salt_roller is not None:
+            self._salt_roller.cancel()
+        await self.forwarder.stop()
+        await self.review.stop()
+        await self.alerts.stop()
         await self.dedup.aclose()
         await self.store.close()
         await self.limiter.aclose()

@@ -9,11 +9,13 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import uvicorn
 
 from gateway import settings as config
+from gateway.demo_history import seed_history
 from gateway.server import tune_gc, uvicorn_config
 from gateway.settings import Settings
 from gateway.store import create_store
@@ -29,9 +31,10 @@ class _Server(uvicorn.Server):
 
 
 async def seed_project(settings: Settings, origins: list[str]) -> tuple[str, str]:
-    """The demo project's keys: created once, then read back from a key file beside the database (mode 0600)."""
+    """The demo project's keys: created once, with two weeks of simulated history (`gateway/demo_history.py`), then
+    read back from a key file beside the database (mode 0600)."""
     key_file = Path(settings.db + ".demo-keys.json")
-    store = create_store(settings, writer_process=False)
+    store = create_store(settings)  # with the writer process: the seeded history rides a few group commits
     await store.open()
     try:
         if key_file.exists():
@@ -39,6 +42,8 @@ async def seed_project(settings: Settings, origins: list[str]) -> tuple[str, str
             if await store.project_by_public_key(keys["public_key"]) is not None:
                 return keys["public_key"], keys["secret_key"]
         project, secret = await store.create_project(name="demo", origins=origins)
+        traces, events = await seed_history(store, project.id, int(time.time()) // 3600 * 3600)
+        log.info("seeded the demo project with %d traces and %d events of simulated history", traces, events)
     finally:
         await store.close()
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -56,7 +61,8 @@ def run_demo(args: argparse.Namespace) -> int:
     gateway_url = f"http://{settings.host}:{settings.port}"
     demo_origins = [f"http://{host}:{args.demo_port}" for host in {settings.host, "127.0.0.1", "localhost"}]
     public_key, secret_key = asyncio.run(seed_project(settings, demo_origins))
-    gateway = _Server(uvicorn_config(create_app(settings), host=settings.host, port=settings.port, log_level="warning"))
+    gateway = _Server(uvicorn_config(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                                     settings=settings))
     demo = _Server(uvicorn_config(create_demo_app(gateway_url=gateway_url, public_key=public_key,
                                                   secret_key=secret_key),
                                   host=settings.host, port=args.demo_port, log_level="warning", fast=False))
@@ -80,10 +86,12 @@ def run_demo(args: argparse.Namespace) -> int:
             demo_url = f"http://{settings.host}:{args.demo_port}/"
             if args.json:
                 print(json.dumps({"gateway_url": gateway_url, "demo_url": demo_url, "public_key": public_key,
-                                  "secret_key": secret_key}), flush=True)
+                                  "secret_key": secret_key, "dashboard_url": f"{gateway_url}/dashboard"}), flush=True)
             else:
                 print(f"\nBackchannel demo is running.\n  Open the chat:  {demo_url}\n  Gateway:        {gateway_url}"
-                      f"\n  Public key:     {public_key}\n  Database:       {settings.db}\nPress Ctrl+C to stop.\n",
+                      f"\n  Public key:     {public_key}\n  Dashboard:      {gateway_url}/dashboard"
+                      f"\n  Secret key:     {secret_key}  (sign in to the dashboard with it)"
+                      f"\n  Database:       {settings.db}\nPress Ctrl+C to stop.\n",
                       flush=True)
         await asyncio.gather(*tasks)
         if not (gateway.started and demo.started):

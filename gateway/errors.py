@@ -15,15 +15,23 @@ from gateway.schemas import Problem
 ERRORS: dict[str, tuple[int | None, str]] = {
     # whole request
     "malformed": (400, "Malformed request body"),
+    "invalid_parameter": (400, "Invalid query parameter"),
+    "unknown_label": (400, "Label not in the project's taxonomy"),
     "unauthorized": (401, "Missing or unknown key"),
     "unknown_project": (401, "Unknown project key"),
     "origin_not_allowed": (403, "Origin not allowed for this project"),
+    "forbidden": (403, "Not allowed with this key"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
+    "request_timeout": (408, "Request not received in time"),
+    "not_lease_holder": (409, "Another reviewer holds this item, or none was claimed"),
+    "lease_expired": (410, "The lease expired and another reviewer took the item"),
     "too_large": (413, "Request body too large"),
     "unsupported_media_type": (415, "Unsupported content type or encoding"),
     "rate_limited": (429, "Too many events"),
     "store_unavailable": (503, "Store cannot commit right now"),
+    "not_configured": (503, "A server setting this needs is missing"),
+    "limit_reached": (409, "A limit on how many of these a project may have was reached"),
     # one event
     "invalid_event": (None, "Event does not match its schema"),
     "unknown_type": (None, "Unknown event type"),

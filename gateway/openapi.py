@@ -10,7 +10,8 @@ import msgspec
 from gateway import __version__
 from gateway.errors import ERRORS
 from gateway.schemas import (
-    MAX_EVENTS_PER_REQUEST, Event, EventResults, Problem, ProjectConfig, PublicKey, TraceCreated, TraceIn, TraceOut,
+    DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE, MAX_EVENTS_PER_REQUEST, Event, EventResults, Problem, ProjectConfig,
+    PublicKey, TraceCreated, TraceIn, TraceOut,
 )
 
 
@@ -53,7 +54,9 @@ def openapi_document() -> dict[str, Any]:
                  "description": "Per-event error codes: " + ", ".join(f"`{c}`" for c in event_errors)},
         "components": {
             "schemas": components,
-            "securitySchemes": {"secretKey": {"type": "http", "scheme": "bearer", "description": "sk_... secret key"}},
+            "securitySchemes": {"secretKey": {"type": "http", "scheme": "bearer", "description": "sk_... secret key"},
+                                "metricsToken": {"type": "http", "scheme": "bearer",
+                                                 "description": "BACKCHANNEL_METRICS_TOKEN"}},
         },
         "paths": {
             "/v1/events": {"post": {
@@ -64,8 +67,9 @@ def openapi_document() -> dict[str, Any]:
                                                               "text/plain": {"schema": batch}}},
                 "responses": {"200": {"description": "One result per event, in request order",
                                       "content": {"application/json": {"schema": results}}},
-                              **_problems("malformed", "unknown_project", "origin_not_allowed", "too_large",
-                                          "unsupported_media_type", "rate_limited", "store_unavailable")},
+                              **_problems("malformed", "unknown_project", "origin_not_allowed", "request_timeout",
+                                          "too_large", "unsupported_media_type", "rate_limited",
+                                          "store_unavailable")},
             }},
             "/v1/traces": {"post": {
                 "summary": "Log a generation; returns the feedback token to embed beside it",
@@ -73,15 +77,22 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": trace_in}}},
                 "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": created}}},
                               "200": {"description": "Updated", "content": {"application/json": {"schema": created}}},
-                              **_problems("malformed", "unauthorized", "too_large", "unsupported_media_type")},
+                              **_problems("malformed", "unauthorized", "request_timeout", "too_large",
+                                          "unsupported_media_type", "store_unavailable")},
             }},
             "/v1/traces/{trace_id}": {"get": {
-                "summary": "A trace with its event log and current votes",
+                "summary": "A trace with a page of its event log, and its current votes and signals (whole)",
                 "security": secret,
-                "parameters": [{"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    {"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_PAGE,
+                                "default": DEFAULT_EVENTS_PAGE}, "description": "Most events in this page"},
+                    {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "The previous page's `next_after`: this page starts after that event"}],
                 "responses": {"200": {"description": "The trace",
                                       "content": {"application/json": {"schema": trace_out}}},
-                              **_problems("unauthorized", "not_found")},
+                              **_problems("invalid_parameter", "unauthorized", "not_found")},
             }},
             "/v1/projects/{public_key}/config": {"get": {
                 "summary": "Widget configuration (public)",
@@ -92,6 +103,9 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness: store and Redis", "responses": {
                 "200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Metrics"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (off until BACKCHANNEL_METRICS_TOKEN is set)",
+                                 "security": [{"metricsToken": []}],
+                                 "responses": {"200": {"description": "Metrics"},
+                                               **_problems("unauthorized", "not_found")}}},
         },
     }

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from gateway.messages import Message
+
 Id = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 ShortText = Annotated[str, Meta(max_length=200)]
 MAX_TEXT_CHARS = 1_000_000
@@ -134,6 +136,13 @@ class TypedEventBatch(Struct, forbid_unknown_fields=True):
     events: list[Event]
 
 
+class ServerEventBatch(Struct, forbid_unknown_fields=True):
+    """The body of `POST /v1/events` with `Authorization: Bearer sk_...`: the key names the project."""
+
+    events: list[msgspec.Raw]
+    project: PublicKey | None = None
+
+
 class EventResult(Struct, omit_defaults=True):
     id: str  # the event's uuid.UUID (encoded as its canonical text), or the text an event that did not decode carried
     status: Literal["accepted", "duplicate", "rejected"]
@@ -153,10 +162,13 @@ class TraceIn(Struct, forbid_unknown_fields=True, kw_only=True):
     model: ShortText | None = None
     template: ShortText | None = None
     template_version: ShortText | None = None
-    input: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] | None = None
+    # A string, or the chat messages as they were (`gateway.messages`); stored and answered as sent.
+    input: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] | Annotated[list[Message], Meta(max_length=1000)] | None \
+        = None
     output: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] | None = None
     metadata: dict[str, Any] | None = None
     ts: Millis | None = None
+    parent_trace_id: Id | None = None  # the trace this one regenerates: same prompt, a new answer
 
     def __post_init__(self) -> None:
         self.ts = _as_int(self.ts)
@@ -201,13 +213,20 @@ class TraceOut(Struct):
     model: str | None
     template: str | None
     template_version: str | None
-    input: str | None
+    input: str | list[Message] | None
     output: str | None
     metadata: dict[str, Any] | None
     ts: int
     events: list[StoredEvent]
     rating: list[Rating]
     signals: dict[str, int]
+    parent_trace_id: str | None = None
+    next_after: str | None = None  # more events follow: ask again with ?after=<this>
+
+
+# `GET /v1/traces/{id}` answers at most this many events per page (`?limit=`, up to the max); rating and signals whole.
+DEFAULT_EVENTS_PAGE = 1000
+MAX_EVENTS_PAGE = 5000
 
 
 # --- Projects ---

@@ -11,6 +11,9 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Mapping, get_type_hints
 
+from gateway.analytics.drift import DEFAULTS as DRIFT
+from gateway.analytics.rates import OUTLIER_MIN_VOTES
+
 ENV_PREFIX = "BACKCHANNEL_"
 
 
@@ -34,15 +37,52 @@ class Settings:
     token_ttl: int = _setting(7 * 86400, "Default lifetime of a feedback token, in seconds (7 days).")
     seen_ttl: int = _setting(7 * 86400, "With Redis, how long a committed event id is answered `duplicate` from Redis "
                                         "(the de-dup fast path), in seconds; later retries are answered by the store.")
-    ip_salt: str = _setting("", "Salt for hashing client IPs; empty: a random salt kept in the database.")
-    trust_forwarded_for: bool = _setting(False, "Take the client IP from `X-Forwarded-For` (only behind a trusted "
-                                                "proxy).")
+    ip_salt: str = _setting("", "A pepper for client-IP hashes, kept out of the database (the daily salts are in "
+                                "it): with one set, the database alone cannot recompute even today's hashes. Empty: "
+                                "none.")
+    forwarded_allow_ips: str = _setting("127.0.0.1", "Proxies trusted to append to `X-Forwarded-For`: "
+                                                     "comma-separated IPs and CIDRs, `*` for all. The client is the "
+                                                     "rightmost address not in the list; an untrusted peer is the "
+                                                     "client itself.")
+    metrics_token: str = _setting("", "Bearer token a Prometheus scraper must send to read `/metrics` (at least 16 "
+                                      "printable ASCII characters; set it in the environment, where `ps` does not "
+                                      "show it); empty: `/metrics` is off.")
+    read_timeout: int = _setting(30, "Seconds a client has to send a request's head and body; past it the request is "
+                                     "answered 408 and its connection closed (0: no bound).")
+    timeout_keep_alive: int = _setting(5, "Seconds an idle keep-alive connection stays open between requests.")
+    limit_concurrency: int = _setting(0, "Most open connections and requests in progress; past it new requests are "
+                                         "answered 503 (0: no limit).")
     max_body_bytes: int = _setting(65536, "Largest `/v1/events` body accepted, after decompression.")
     sqlite_busy_timeout_ms: int = _setting(5000, "How long a write waits for a lock held by another process before "
                                                  "it fails (503).")
     commit_max_batch: int = _setting(2000, "Most events the writer commits in one transaction.")
     sqlite_synchronous: str = _setting("FULL", "SQLite `synchronous` pragma for the writer: FULL survives power loss, "
                                                "NORMAL only a crash.")
+    encryption_key: str = _setting("", "Key that destination credentials are encrypted with (Fernet, key derived with "
+                                       "HKDF): random, at least 32 characters; `new,old` to rotate. No default: "
+                                       "required once a destination exists.")
+    forward_concurrency: int = _setting(8, "Forwarding: destinations delivered to at once, and requests in flight "
+                                           "per destination.")
+    forward_timeout_ms: int = _setting(10000, "Forwarding: timeout of one request to a destination.")
+    forward_max_backoff_ms: int = _setting(600000, "Forwarding: longest wait between two tries of one record (the "
+                                                   "waits double from 1 s up to it, with jitter; dead after 72 h).")
+    judge: str = _setting("", "Review: the judge that pre-labels queue items at fill time, a dotted path "
+                              "(`package.module:judge`) or an entry point's name in `backchannel.judges`; empty: none.")
+    embedder: str = _setting("", "Review: the text embedder of `cluster` and `novelty` sampling, a dotted path or an "
+                                 "entry point's name in `backchannel.embedders`; empty: hashed n-grams (offline).")
+    auto_fill_interval: int = _setting(3600, "Review: seconds between checks for `auto_fill: daily` queues due a fill "
+                                             "(0: no auto-fill in this process).")
+    outlier_min_votes: int = _setting(OUTLIER_MIN_VOTES, "Stats: a session is flagged as an outlier (left out of "
+                                                         "`/v1/stats` unless `include_flagged`) when it cast at least "
+                                                         "this many votes in the range, all of the same value.")
+    drift_min_impressions: int = _setting(DRIFT.min_impressions, "Drift alerts: impressions a stream's reference "
+                                                                 "window needs before it can alert.")
+    drift_arl_hours: int = _setting(DRIFT.arl_hours, "Drift alerts: the detector's threshold, as the least mean "
+                                                     "number of hourly looks between false alarms (docs/drift.md).")
+    drift_reference_days: int = _setting(DRIFT.reference_days, "Drift alerts: days in the trailing reference "
+                                                               "window each stream's baseline is learned from.")
+    drift_gap_hours: int = _setting(DRIFT.gap_hours, "Drift alerts: most recent hours kept out of the reference "
+                                                     "window (so a change is caught before it becomes the baseline).")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
 
     @classmethod

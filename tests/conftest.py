@@ -9,6 +9,7 @@ import pytest
 from gateway.app import create_app
 from gateway.core import Gateway
 from gateway.settings import Settings
+from tests.servers import METRICS_TOKEN
 
 ORIGIN = "https://chat.example.com"
 
@@ -63,7 +64,7 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running_gateway(db: str, *, require_token: bool = True, **settings):
-    app = create_app(Settings.load(environ={}, db=db, **settings))
+    app = create_app(Settings.load(environ={}, db=db, **{"metrics_token": METRICS_TOKEN, **settings}))
     async with app.router.lifespan_context(app):
         project, secret = await app.state.gateway.store.create_project(
             name="test", origins=[ORIGIN], require_token=require_token)

@@ -12,6 +12,7 @@ from gateway.dedup import KEY_PREFIX, Dedup
 from gateway.store import EventRow
 from tests.conftest import running_gateway
 from tests.events import event
+from tests.servers import METRICS_AUTH
 
 
 def rows(*ids: uuid.UUID) -> list[EventRow]:
@@ -56,10 +57,10 @@ async def test_a_committed_id_is_answered_from_redis_without_a_commit(tmp_path, 
             assert 110 <= await client.ttl(key) <= 120  # BACKCHANNEL_SEEN_TTL
         finally:
             await client.aclose()
-        before = commits((await harness.client.get("/metrics")).text)
+        before = commits((await harness.client.get("/metrics", headers=METRICS_AUTH)).text)
         again = await harness.send(one)
         assert again.json()["results"] == [{"id": one["id"], "status": "duplicate"}]
-        assert commits((await harness.client.get("/metrics")).text) == before  # the store was not asked
+        assert commits((await harness.client.get("/metrics", headers=METRICS_AUTH)).text) == before  # the store was not asked
         mixed = await harness.send(one, event(token=token))
         assert [r["status"] for r in mixed.json()["results"]] == ["duplicate", "accepted"]
         assert len((await harness.stored())["events"]) == 2

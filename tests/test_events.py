@@ -11,6 +11,7 @@ import pytest
 from gateway import tokens
 from tests.conftest import ORIGIN, running_gateway
 from tests.events import event, feedback
+from tests.servers import METRICS_AUTH
 
 
 def count_events(db: str) -> int:
@@ -296,7 +297,7 @@ async def test_flood_is_answered_429_with_retry_after_and_stores_nothing_more(tm
         # Another session of the same project is not starved by the first one.
         other = await harness.trace("trace-2", "session-2")
         assert (await harness.send(event(trace_id="trace-2", token=other))).status_code == 200
-        metrics = (await harness.client.get("/metrics")).text
+        metrics = (await harness.client.get("/metrics", headers=METRICS_AUTH)).text
         assert "backchannel_rate_limited_total 1" in metrics
 
 
@@ -337,7 +338,7 @@ async def test_metrics_count_outcomes(harness):
     token = await harness.trace()
     one = event(token=token)
     await harness.send(one, one, {**event(token=token), "type": "nope"})
-    text = (await harness.client.get("/metrics")).text
+    text = (await harness.client.get("/metrics", headers=METRICS_AUTH)).text
     assert 'backchannel_events_total{status="accepted"} 1' in text
     assert 'backchannel_events_total{status="duplicate"} 1' in text
     assert 'backchannel_events_rejected_total{error="unknown_type"} 1' in text

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.events import event
-from tests.servers import GatewayProcess, wait_for
+from tests.servers import METRICS_AUTH, GatewayProcess, wait_for
 
 ORIGIN = "https://chat.example.com"
 
@@ -111,7 +111,7 @@ def test_redis_killed_while_events_flow_keeps_accepting(tmp_path, redis_server, 
                 statuses.append(response.status_code)
                 assert response.json()["results"][0]["status"] == "accepted"
             assert statuses == [200] * 60
-            metrics = http.get(gateway.url + "/metrics").text
+            metrics = http.get(gateway.url + "/metrics", headers=METRICS_AUTH).text
             fail_open = next(line for line in metrics.splitlines() if line.startswith("backchannel_limiter_fail_open"))
             assert float(fail_open.split()[-1]) >= 1
             assert http.get(gateway.url + "/readyz").json()["checks"]["redis"] is True

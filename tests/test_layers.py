@@ -54,4 +54,4 @@ def test_no_module_imports_one_that_imports_it_back():
 def test_the_routes_type_against_the_core_and_the_core_knows_no_route():
     graph = imports()
     assert "gateway.core" in graph["gateway.routes.events"]
-    assert not any(m.startswith(("gateway.routes", "gateway.app", "gateway.cli")) for m in graph["gateway.core"])
+    assert not any(m.startswith(("gateway.routes", "gateway.app")) or m == "gateway.cli" for m in graph["gateway.core"])

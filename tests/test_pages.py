@@ -498,7 +498,7 @@ async def test_static_files_have_hashed_names_long_cache_and_etags(client):
     assert plain.status_code == 200 and plain.headers["cache-control"] == "no-cache"
     for missing in ("/dashboard/static/nope.css", "/dashboard/static/..%2Froutes.py", "/dashboard/static/"):
         assert (await client.get(missing)).status_code == 404
-    assert {a.name for a in assets().values()} == {"pages.css", "theme.js"}
+    assert {a.name for a in assets().values()} == {"pages.css", "theme.js", "review.css", "review.js"}
 
 
 # --- in a real Chromium ---------------------------------------------------------------------------------------------

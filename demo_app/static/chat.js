@@ -100,6 +100,7 @@
     regenerate.addEventListener("click", function () {
       if (busy) return;
       turn.attempts += 1;
+      turn.parent = turn.parent || start.trace_id;  // every regeneration answers the first answer's prompt
       generate(turn);
     });
     actions.appendChild(copy);
@@ -199,7 +200,7 @@
         headers: { "Content-Type": "application/json" },
         credentials: "same-origin",
         body: JSON.stringify({ prompt: turn.prompt, template: turn.template, attempt: turn.attempts,
-                               model: pinnedModel || undefined })
+                               model: pinnedModel || undefined, parent_trace_id: turn.parent })
       });
       if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
       for await (var message of serverEvents(response)) {

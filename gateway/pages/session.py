@@ -99,4 +99,9 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    """Exactly unpadded base64url, as tokens (`gateway/tokens.py`): padding, `+/`, stray characters and non-zero
+    trailing bits would each be another spelling of one cookie, so what does not re-encode to itself is refused."""
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_")
+    if _b64(data) != text:
+        raise ValueError("not unpadded base64url")
+    return data

@@ -6,7 +6,7 @@ its own errors: `gateway/fastpath.py` hands it `POST /v1/events` ahead of Starle
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 import time
 from functools import lru_cache
@@ -18,13 +18,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import bounds, tokens
-from gateway.body import read_body
+from gateway.body import check_media_type, read_body
 from gateway.core import Gateway, Rates, gateway_of
 from gateway.errors import HTTPProblem, problem_body
 from gateway.ratelimit import Limit
 from gateway.schemas import (
     EVENT_PROPS, MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, Event, EventBatch, EventResult, EventResults, Feedback,
-    TypedEventBatch,
+    ServerEventBatch, TypedEventBatch,
 )
 from gateway.scrub import scrub
 from gateway.store import EventRow, Project, StoreUnavailable
@@ -32,6 +32,7 @@ from gateway.store import EventRow, Project, StoreUnavailable
 ACCEPTED_TYPES = (b"application/json", b"text/plain")
 
 _decode_batch = msgspec.json.Decoder(EventBatch).decode
+_decode_server_batch = msgspec.json.Decoder(ServerEventBatch).decode
 _decode_typed_batch = msgspec.json.Decoder(TypedEventBatch).decode
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode
@@ -51,19 +52,6 @@ def _raw_id(raw: bytes) -> str:
     except msgspec.DecodeError:
         return ""
     return str(value.get("id", "")) if isinstance(value, dict) else ""
-
-
-def client_ip(scope: Scope, headers: dict[bytes, bytes], trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for and (forwarded := headers.get(b"x-forwarded-for")):
-        return forwarded.decode("latin-1").split(",")[0].strip()
-    client = scope.get("client")
-    return client[0] if client else "unknown"
-
-
-@lru_cache(maxsize=8192)
-def hash_ip(ip: str, salt: str, day: int) -> str:
-    """Salted, day-scoped hash: enough to rate-limit and group, useless to find the person. Raw IPs are never stored."""
-    return hashlib.sha256(f"{salt}:{day}:{ip}".encode()).hexdigest()[:16]
 
 
 def cors_headers(origin: str | None) -> dict[str, str]:
@@ -199,18 +187,38 @@ def _decode_body(body: bytes) -> tuple[str, list[Event | _Undecodable]]:
     return batch.project, [_decode(raw) for raw in batch.events]
 
 
+async def _server_auth(gateway: Gateway, scope: Scope, body: bytes
+                       ) -> tuple[Project, dict[str, tokens.Claims], list[Event | _Undecodable]]:
+    """Server-side ingest: `Authorization: Bearer sk_...` is the authority, so events need no token, only their
+    `session_id`, for any trace of the key's project; the body's `project`, if present, must be that project."""
+    project, _ = await gateway.directory.server_auth(Request(scope))
+    if bounds.nesting_exceeds(body):
+        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
+    try:
+        batch = _decode_server_batch(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise HTTPProblem("malformed", f"body is not a valid event batch: {exc}") from None
+    if batch.project is not None and batch.project != project.public_key:
+        raise HTTPProblem("malformed", "`project` is not the secret key's project: leave it out, or send its pk_...")
+    # No claims: a server-side event that carries a token anyway is rejected invalid_token, never half-trusted.
+    return dataclasses.replace(project, require_token=False), {}, [_decode(raw) for raw in batch.events]
+
+
 async def _post_events(gateway: Gateway, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
                        origin: str | None) -> bytes:
     settings = gateway.settings
-    media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-    if media_type not in ACCEPTED_TYPES:
-        raise HTTPProblem("unsupported_media_type", "send application/json or text/plain (sendBeacon) JSON")
+    check_media_type(scope["headers"], ACCEPTED_TYPES, headers)  # text/plain: sendBeacon's JSON
     body = await read_body(receive, headers, settings.max_body_bytes)
-    project_key, events = _decode_body(body)
-    project, claims = await gateway.directory.browser_auth(project_key, origin, events)
+    if b"authorization" in headers:  # a backend, app or bot with the secret key (the browser never sends one)
+        project, claims, events = await _server_auth(gateway, scope, body)
+    else:
+        project_key, events = _decode_body(body)
+        project, claims = await gateway.directory.browser_auth(project_key, origin, events)
     if len(events) > MAX_EVENTS_PER_REQUEST:
         raise HTTPProblem("too_large", f"{len(events)} events; at most {MAX_EVENTS_PER_REQUEST} per request")
-    ip_hash = hash_ip(client_ip(scope, headers, settings.trust_forwarded_for), gateway.ip_salt, gateway.today())
+    if (day := gateway.today()) != gateway.salt_day:
+        await gateway.roll_salt(day)
+    ip_hash = gateway.client_key(scope, headers)
 
     # Each event's result, or (its place left None) its row to store.
     results: list[EventResult | None] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.core import gateway_of
+from gateway.errors import HTTPProblem
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import openapi_document
 
@@ -28,7 +31,17 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE)
+    """Prometheus text, for a scraper holding the metrics token (`authorization: {credentials: ...}` in its config):
+    it shows every project's traffic, so it is never public."""
+    gateway = gateway_of(request)
+    expected = gateway.settings.metrics_token
+    if not expected:
+        raise HTTPProblem("not_found", "metrics are off: set BACKCHANNEL_METRICS_TOKEN to scrape them")
+    given = request.headers.get("authorization", "").encode("latin-1")
+    if not hmac.compare_digest(given, b"Bearer " + expected.encode()):
+        raise HTTPProblem("unauthorized", "send the metrics token: Authorization: Bearer <BACKCHANNEL_METRICS_TOKEN>",
+                          {"WWW-Authenticate": 'Bearer realm="metrics"'})
+    return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:

@@ -7,10 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import bounds, tokens
-from gateway.body import read_body
+from gateway.body import check_media_type, read_body
 from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
-from gateway.schemas import TraceCreated, TraceIn
+from gateway.routes import queues
+from gateway.schemas import DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE, TraceCreated, TraceIn
 
 _decode_trace = msgspec.json.Decoder(TraceIn).decode
 _encode = msgspec.json.Encoder().encode
@@ -20,9 +21,9 @@ MAX_TRACE_BYTES = 2 * 1024 * 1024
 async def post_trace(request: Request) -> Response:
     gateway = gateway_of(request)
     project, secret = await gateway.directory.server_auth(request)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise HTTPProblem("unsupported_media_type", "send the trace as application/json")
-    body = await read_body(request.receive, dict(request.scope["headers"]), MAX_TRACE_BYTES)
+    headers = dict(request.scope["headers"])
+    check_media_type(request.scope["headers"], (b"application/json",), headers)
+    body = await read_body(request.receive, headers, MAX_TRACE_BYTES)
     if bounds.nesting_exceeds(body):
         raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
     try:
@@ -41,8 +42,26 @@ async def post_trace(request: Request) -> Response:
 
 async def get_trace(request: Request) -> Response:
     gateway = gateway_of(request)
-    project, _ = await gateway.directory.server_auth(request)
-    trace = await gateway.store.get_trace(project.id, request.path_params["trace_id"])
+    project = await queues.trace_reader(request, request.path_params["trace_id"])
+    limit, after = _page(request)
+    try:
+        trace = await gateway.store.get_trace(project.id, request.path_params["trace_id"], after=after, limit=limit)
+    except ValueError as exc:
+        raise HTTPProblem("invalid_parameter", str(exc)) from None
     if trace is None:
         raise HTTPProblem("not_found", "no such trace in this project")
     return Response(_encode(trace), media_type="application/json")
+
+
+def _page(request: Request) -> tuple[int, str | None]:
+    """`?limit=` (1 to MAX_EVENTS_PAGE, default DEFAULT_EVENTS_PAGE) and `?after=` (an event id), each at most once."""
+    params = request.query_params
+    for name in ("limit", "after"):
+        if len(params.getlist(name)) > 1:
+            raise HTTPProblem("invalid_parameter", f"`{name}` appears more than once")
+    text = params.get("limit")
+    if text is None:
+        return DEFAULT_EVENTS_PAGE, params.get("after")
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_EVENTS_PAGE):
+        raise HTTPProblem("invalid_parameter", f"`limit` must be a whole number from 1 to {MAX_EVENTS_PAGE}")
+    return int(text), params.get("after")

@@ -12,12 +12,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Protocol, Sequence, TypeVar
 
 import msgspec
 
-from gateway.schemas import Reason, TraceIn, TraceOut
+from gateway.schemas import DEFAULT_EVENTS_PAGE, Reason, TraceIn, TraceOut
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.store.alerts import Alerts
+    from gateway.store.outbox import Outbox
+    from gateway.store.review import ReviewStore
+    from gateway.store.rollups import Stats
 
 
 class StoreUnavailable(Exception):
@@ -85,6 +91,11 @@ class EventRow(msgspec.Struct, Generic[RowId], array_like=True):  # array_like: 
 
 
 class Store(Protocol):
+    outbox: Outbox  # forwarding: destinations, the outbox, the delivery lease (gateway/store/outbox.py)
+    review: ReviewStore  # reviewers, labels, queues, leases, dataset reads (gateway/store/review.py)
+    stats: Stats  # /v1/stats from the rollups, hourly counts for the drift detector (gateway/store/rollups.py)
+    alerts: Alerts  # drift state, alerts, the alert webhook and its outbox (gateway/store/alerts.py)
+
     async def open(self) -> None:
         """Ready for use; creates or migrates the schema."""
 
@@ -112,13 +123,20 @@ class Store(Protocol):
     async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool:
         """Whether the trace is new."""
 
-    async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None: ...
+    async def get_trace(self, project_id: int, trace_id: str, *, after: str | None = None,
+                        limit: int = DEFAULT_EVENTS_PAGE) -> TraceOut | None:
+        """The trace and a page of its events (`tables.get_trace`); ValueError if `after` is not one of them."""
+
     async def write_events(self, project_id: int, rows: list[EventRow[uuid.UUID]]) -> list[str]:
         """Per row, once committed: "accepted", "duplicate" (its id is stored already) or "unknown_trace".
         StoreUnavailable if nothing could be committed."""
 
     async def meta(self, name: str, default: str) -> str:
         """The stored value of `name`, storing `default` first if there is none."""
+
+    async def salt_of_day(self, day: int) -> str:
+        """The salt of client-IP hashes on `day` (days since the epoch, UTC), created by the first replica to ask;
+        every earlier day's salt is deleted."""
 
 
 def create_store(settings: Settings, *, writer_process: bool = True,

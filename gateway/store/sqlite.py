@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -11,14 +12,21 @@ from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 import msgspec
 
-from gateway.schemas import TraceIn, TraceOut
+from gateway.schemas import DEFAULT_EVENTS_PAGE, TraceIn, TraceOut
 from gateway.store import EventRow, KeyInfo, Project, SecretKey, StoreUnavailable
 from gateway.store import tables
+from gateway.store.alerts import Alerts
+from gateway.store.files import StoreFiles
+from gateway.store.outbox import Outbox
+from gateway.store.review import ReviewStore
+from gateway.store.rollups import Stats
 from gateway.store.writer import (
-    AddSecretKey, CreateProject, InsertEvents, Meta, Op, RevokeSecretKey, UpsertTrace, WriterProcess, run_job,
+    AddSecretKey, CreateProject, InsertEvents, Meta, Op, RevokeSecretKey, SaltOfDay, UpsertTrace, WriterProcess,
+    run_job,
 )
 
 T = TypeVar("T")
+log = logging.getLogger("backchannel.store")
 
 _encode_op = msgspec.msgpack.Encoder().encode
 _decode_op = msgspec.msgpack.Decoder(Op).decode
@@ -42,7 +50,13 @@ class SQLiteStore:
         self._writer = WriterProcess(path, synchronous=self._synchronous, busy_timeout_ms=busy_timeout_ms,
                                      max_batch=max_batch, on_commit=on_commit) if writer_process else None
         self._thread: ThreadPoolExecutor | None = None
+        self.outbox = Outbox(self._read, self._write)
+        self.review = ReviewStore(self._read, self._write)
+        self.stats = Stats(self._read)
+        self.alerts = Alerts(self._read, self._write)
         self._conn: sqlite3.Connection | None = None
+        self._files: StoreFiles | None = None  # as opened, for the readiness probe
+        self._files_lost = False
 
     @property
     def writer_pid(self) -> int | None:
@@ -56,6 +70,7 @@ class SQLiteStore:
             tables.connect, self.path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms))
         if self._writer is not None:
             self._conn.execute("PRAGMA query_only = 1")
+        self._files = StoreFiles(self.path)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -67,6 +82,11 @@ class SQLiteStore:
 
     async def ping(self) -> bool:
         if self._writer is not None and not self._writer.alive:
+            return False
+        if self._files is not None and (problem := self._files.problem()) is not None:
+            if not self._files_lost:
+                self._files_lost = True
+                log.error("%s: not ready, and the writer refuses every write", problem)
             return False
         try:
             return await self._read(tables.ping)
@@ -123,8 +143,10 @@ class SQLiteStore:
     async def upsert_trace(self, project_id: int, trace: TraceIn) -> bool:
         return await self._write(UpsertTrace(project_id, trace))
 
-    async def get_trace(self, project_id: int, trace_id: str) -> TraceOut | None:
-        return await self._read(tables.get_trace, project_id, trace_id)
+    async def get_trace(self, project_id: int, trace_id: str, *, after: str | None = None,
+                        limit: int = DEFAULT_EVENTS_PAGE) -> TraceOut | None:
+        read = functools.partial(tables.get_trace, after=after, limit=limit)
+        return await self._read(read, project_id, trace_id)
 
     def write_events(self, project_id: int, rows: list[EventRow[uuid.UUID]]) -> Coroutine[Any, Any, list[str]]:
         # `Store.write_events` as the writer's own coroutine, not one awaiting it: the hot path resumes a layer less.
@@ -133,6 +155,9 @@ class SQLiteStore:
 
     async def meta(self, name: str, default: str) -> str:
         return await self._write(Meta(name, default))
+
+    async def salt_of_day(self, day: int) -> str:
+        return await self._write(SaltOfDay(day))
 
 
 def _run_alone(conn: sqlite3.Connection, op: Op) -> Any:

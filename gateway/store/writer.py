@@ -31,7 +31,9 @@ import msgspec
 
 from gateway.schemas import TraceIn
 from gateway.store import EventRow, StoreUnavailable
+from gateway.store import alerts, outbox, review, salts
 from gateway.store import tables as db
+from gateway.store.files import StoreFiles
 
 log = logging.getLogger("backchannel.store")
 
@@ -66,12 +68,17 @@ class RevokeSecretKey(msgspec.Struct, tag="revoke_key", array_like=True):
     kid: str
 
 
+class SaltOfDay(msgspec.Struct, tag="salt_of_day", array_like=True):
+    day: int
+
+
 class Meta(msgspec.Struct, tag="meta", array_like=True):
     name: str
     default: str
 
 
-Op = InsertEvents | UpsertTrace | CreateProject | AddSecretKey | RevokeSecretKey | Meta
+Op = (InsertEvents | UpsertTrace | CreateProject | AddSecretKey | RevokeSecretKey | Meta | SaltOfDay | outbox.Job
+      | review.Job | alerts.Job)
 
 
 def run_job(conn: sqlite3.Connection, op: Op) -> Any:
@@ -87,6 +94,14 @@ def run_job(conn: sqlite3.Connection, op: Op) -> Any:
         return db.add_secret_key(conn, op.project_id)
     if isinstance(op, RevokeSecretKey):
         return db.revoke_secret_key(conn, op.project_id, op.kid)
+    if isinstance(op, SaltOfDay):
+        return salts.salt_of_day(conn, op.day)
+    if isinstance(op, outbox.JOBS):
+        return outbox.run(conn, op)
+    if isinstance(op, review.JOBS):
+        return review.run(conn, op)
+    if isinstance(op, alerts.JOBS):
+        return alerts.run(conn, op)
     return db.meta(conn, op.name, op.default)
 
 
@@ -112,9 +127,11 @@ def _frame(body: bytes) -> bytes:
 # --- The child ---
 
 class _Committer:
-    def __init__(self, conn: sqlite3.Connection, max_batch: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, max_batch: int, files: StoreFiles | None = None) -> None:
         self.conn = conn
         self.max_batch = max_batch
+        self.files = files
+        self.lost_files: str | None = None  # once the files were found replaced: why every commit is refused
         self.commits = 0
         # (project_id, trace_id) -> row of the traces known to exist (traces are never deleted, their rows never
         # change); forgotten on a rollback, which may have undone a trace seen in the failed transaction.
@@ -134,6 +151,8 @@ class _Committer:
 
     def _commit(self, batch: list[Request], weight: int) -> list[Reply]:
         conn = self.conn
+        if self.lost_files is not None:
+            return [Reply(r.id, False, error=f"unavailable: {self.lost_files}") for r in batch]
         started = time.perf_counter()
         results: dict[int, tuple[bool, Any]] = {}
         try:
@@ -162,17 +181,30 @@ class _Committer:
             self.known_traces.clear()
             log.error("commit of %d requests failed: %s", len(batch), exc)
             return [Reply(r.id, False, error=f"unavailable: {exc}") for r in batch]
+        if self.files is not None and (problem := self.files.problem()) is not None:
+            return self._lose_files(batch, problem)
         self.commits += 1
         seconds = time.perf_counter() - started
         return [Reply(r.id, ok, result if ok else None, "" if ok else result, self.commits, weight, seconds)
                 for r in batch for ok, result in [results[r.id]]]
 
+    def _lose_files(self, batch: list[Request], problem: str) -> list[Reply]:
+        """The database or its WAL is no longer the file at its path: what this connection commits from now on
+        would be lost with the process. Refuse every commit (so nothing more is acknowledged); first copy what the
+        WAL this connection still holds has into the database file, which saves what was acknowledged before."""
+        self.lost_files = problem
+        log.error("%s: refusing every write from now on; restart the gateway once the files are back in place",
+                  problem)
+        _checkpoint(self.conn)
+        return [Reply(r.id, False, error=f"unavailable: {problem}") for r in batch]
+
 
 def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int = 1,
-          catch_up: threading.Event | None = None) -> None:
+          catch_up: threading.Event | None = None, files: StoreFiles | None = None) -> None:
+    """`files`: the database and WAL `conn` opened, checked after each commit, before it is acknowledged."""
     decode = msgspec.msgpack.Decoder(Request).decode
     encode = msgspec.msgpack.Encoder().encode
-    committer = _Committer(conn, max_batch)
+    committer = _Committer(conn, max_batch, files)
     buffer = bytearray()
     # Read into one buffer kept for good: os.read(fd, 1 MiB) would map 1 MiB and unmap it again on every read.
     space = bytearray(1 << 20)
@@ -252,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     catch_up = threading.Event()
     threading.Thread(target=_checkpoint_forever, name="checkpointer", daemon=True,
                      args=(args.db, catch_up, args.checkpoint_interval, args.restart_frames)).start()
+    files = StoreFiles(args.db)  # after connect: the WAL exists
     os.write(1, b"\0")  # ready: the schema is in place
     try:
-        serve(conn, args.max_batch, catch_up=catch_up)
+        serve(conn, args.max_batch, catch_up=catch_up, files=files)
     finally:
         conn.close()
     return 0

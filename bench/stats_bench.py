@@ -1,0 +1,216 @@
+"""Time `/v1/stats` and a drift-detector pass on a store holding about 1,000,000 events across 30 days.
+
+    .venv/bin/python bench/stats_bench.py [--events 1000000] [--days 30] [--runs 9] [--db PATH] [--keep] [--check]
+
+1. Seeds a fresh database through the `Store` interface with the demo's simulated traffic (`gateway.demo_history`:
+   2 models × 2 templates, implicit signals, votes, outlier sessions), scaled to --events over --days days; the
+   rollups are built by the same commit hook as ingest.
+2. Times one detector pass over every stream (`AlertWorker.pass_project`: read the state, the last completed hour's
+   rollups, advance every (model × template) and whole-project stream × watched signal, save state and alerts), the
+   state put back before each run; and, once, the first pass over the whole history.
+3. Serves the gateway in-process (its lifespan runs: writer process, drift task) and times
+   `GET /v1/stats?group_by=model,template,day` over the whole range through HTTP (httpx on the ASGI app: auth,
+   parsing, the store read, encoding), --runs times after one warm-up; and the same with `include_flagged=true`.
+4. Measures what the rollups add to the writer's commits: commits of 1 and of 20 events, in-process, with the time
+   spent in the rollups' commit hook.
+With --check, also checks the rollups' answer against `rates.compute_stats` over the whole log. Prints the medians
+as Markdown for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway import demo_history  # noqa: E402
+from gateway.alerts import AlertWorker  # noqa: E402
+from gateway.analytics.drift import DriftSettings  # noqa: E402
+from gateway.analytics.rates import StatsQuery, compute_stats  # noqa: E402
+from gateway.app import create_app  # noqa: E402
+from gateway.schemas import TraceIn  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
+from gateway.store import EventRow, create_store, rollups, tables  # noqa: E402
+
+EVENTS_PER_IMPRESSION_HOUR = 91_541 / (14 * 24 * 4 * demo_history.PER_HOUR)  # measured on the demo's simulation
+
+
+async def seed(db: str, events: int, days: int, end: int) -> tuple[int, str, int]:
+    per_hour = round(events / (days * 24 * len(demo_history.MODELS) * len(demo_history.TEMPLATES)
+                               * EVENTS_PER_IMPRESSION_HOUR))
+    store = create_store(Settings.load(environ={}, db=db))
+    await store.open()
+    try:
+        project, secret = await store.create_project(name="bench", origins=["*"])
+        began = time.perf_counter()
+        _, written = await demo_history.seed_history(store, project.id, end, days=days, per_hour=per_hour)
+        print(f"seeded {written:,} events in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    finally:
+        await store.close()
+    return project.id, secret, written
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def measure_passes(db: str, project_id: int, end: int, runs: int) -> dict[str, float]:
+    """The first pass over the whole history (once), then the pass of one completed hour (`runs` times, the state
+    put back before each)."""
+    settings = Settings.load(environ={}, db=db)
+    store = create_store(settings)
+    await store.open()
+    try:
+        worker = AlertWorker(store, DriftSettings(), None)
+        began = time.perf_counter()
+        await worker.pass_project(project_id, end - 3600, time.time())
+        results = {"first_pass": (time.perf_counter() - began) * 1000}
+        next_hour, before = await store.alerts.load_pass(project_id)
+        assert next_hour == end - 3600 and before is not None
+        samples = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            await worker.pass_project(project_id, end, time.time())
+            samples.append(time.perf_counter() - began)
+            assert (await store.alerts.load_pass(project_id))[0] == end
+            await store.alerts.save_pass(project_id, end, next_hour, before, [], time.time())  # the hour undone
+        results["pass"] = median_ms(samples)
+        results["streams"] = sum(len(signals) for signals in msgspec.json.decode(before)["streams"].values())
+        await worker.pass_project(project_id, end, time.time())  # so the gateway's own pass at start has nothing to do
+    finally:
+        await store.close()
+    return results
+
+
+async def measure_stats(db: str, secret: str, runs: int) -> dict[str, float]:
+    app = create_app(Settings.load(environ={}, db=db))
+    results: dict[str, float] = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for name, params in (("stats", {"group_by": "model,template,day"}),
+                                 ("stats_flagged", {"group_by": "model,template,day", "include_flagged": "true"})):
+                samples = []
+                for run in range(runs + 1):  # the first is a warm-up
+                    began = time.perf_counter()
+                    response = await client.get("/v1/stats", params=params,
+                                                headers={"Authorization": f"Bearer {secret}"})
+                    took = time.perf_counter() - began
+                    assert response.status_code == 200, response.text
+                    if run:
+                        samples.append(took)
+                results[name] = median_ms(samples)
+                results[name + "_groups"] = len(response.json()["groups"])
+    return results
+
+
+def measure_commit_cost(folder: str, commits: int = 1000) -> dict[str, float]:
+    """What the rollups add to a commit: commits of 1 and of 20 events (shown, copied, feedback, regenerated on 20,000
+    traces × 500 sessions) run in-process as the writer runs them, timing `rollups.after_events` inside each."""
+    spent = [0.0]
+    hook = rollups.after_events
+
+    def timed(conn: sqlite3.Connection, first: int, last: int) -> None:
+        began = time.perf_counter()
+        hook(conn, first, last)
+        spent[0] += time.perf_counter() - began
+
+    results = {}
+    with contextlib.closing(tables.connect(os.path.join(folder, "commits.db"), synchronous="NORMAL")) as conn:
+        with tables.transaction(conn):
+            project, _ = tables.create_project(conn, name="commits", origins=["*"])
+            for i in range(20_000):
+                tables.upsert_trace(conn, project.id, TraceIn(trace_id=f"t{i}", session_id="s", model="m",
+                                                              template="t", ts=1_790_000_000_000 + i * 1000))
+        rng = random.Random(7)
+        rollups.after_events = timed  # type: ignore[assignment]
+        tables._after_events.cache_clear()
+        try:
+            for per in (1, 20):
+                spent[0], total, known = 0.0, 0.0, {}
+                for _ in range(commits):
+                    rows = []
+                    for _ in range(per):
+                        kind = rng.choice(("shown", "copied", "feedback", "regenerated"))
+                        rows.append(EventRow(id=str(uuid.uuid4()), trace_id=f"t{rng.randrange(20_000)}",
+                                             session_id=f"s{rng.randrange(500)}", type=kind,
+                                             value=1 if kind == "feedback" else None, reason=None, comment=None,
+                                             props=None, ts=1, ip_hash="h"))
+                    began = time.perf_counter()
+                    with tables.transaction(conn):
+                        tables.insert_event_batches(conn, [(project.id, rows)], known)
+                    total += time.perf_counter() - began
+                results[f"commit_{per}"] = total / commits * 1e6
+                results[f"rollups_{per}"] = spent[0] / commits * 1e6
+        finally:
+            rollups.after_events = hook  # type: ignore[assignment]
+            tables._after_events.cache_clear()
+    return results
+
+
+def check(db: str, project_id: int) -> None:
+    """The rollups' answer equals the recount from the log (once: the recount takes a while)."""
+    with contextlib.closing(tables.connect(db)) as conn:
+        query = StatsQuery(group_by=("model", "template", "day"))
+        assert msgspec.json.encode(rollups.stats(conn, project_id, query)) == \
+            msgspec.json.encode(compute_stats(rollups.log_rows(conn, project_id), query))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--db", help="database path (default: a temporary file)")
+    parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--check", action="store_true",
+                        help="also check the rollups' answer against a recount of the whole log (slow)")
+    args = parser.parse_args()
+    end = int(time.time()) // 3600 * 3600
+    folder = tempfile.mkdtemp(prefix="bc-stats-bench-")
+    db = args.db or os.path.join(folder, "bench.db")
+    project_id, secret, written = asyncio.run(seed(db, args.events, args.days, end))
+    if args.check:
+        check(db, project_id)
+    results = measure_commit_cost(folder)
+    results.update(asyncio.run(measure_passes(db, project_id, end, args.runs)))
+    results.update(asyncio.run(measure_stats(db, secret, args.runs)))
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(db + suffix)
+    size = f"{written:,} events over {args.days} days"
+    print(f"Machine: {platform.machine()}, `nproc` = {os.cpu_count()}, Python {platform.python_version()}, "
+          f"SQLite {tables.sqlite3.sqlite_version}; {size}.\n")
+    print("| measurement | median of %d runs |" % args.runs)
+    print("|---|---|")
+    print(f"| `GET /v1/stats?group_by=model,template,day` ({results['stats_groups']} groups) | "
+          f"{results['stats']:.1f} ms |")
+    print(f"| the same with `include_flagged=true` | {results['stats_flagged']:.1f} ms |")
+    print(f"| one detector pass over all {results['streams']} streams (one completed hour) | {results['pass']:.1f} ms |")
+    print(f"| the first pass over the whole history (once) | {results['first_pass']:.0f} ms |")
+    for per in (1, 20):
+        print(f"| a commit of {per} event{'s' if per > 1 else ''} (in-process, `synchronous=NORMAL`): all / of which "
+              f"rollups | {results[f'commit_{per}']:.0f} µs / {results[f'rollups_{per}']:.0f} µs |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""`GET /v1/alerts?state=open|resolved|all` (secret key): the drift detector's alerts (`gateway/alerts.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.core import Gateway, gateway_of
+from gateway.routes.stats import invalid, single
+
+STATES = ("open", "resolved", "all")
+
+_encode = msgspec.json.Encoder().encode
+
+
+def parse_state(params: Sequence[tuple[str, str]]) -> str:
+    state = single(params, ("state",)).get("state", "open")
+    if state not in STATES:
+        raise invalid("state", f"one of {', '.join(STATES)}")
+    return state
+
+
+async def alerts_answer(gateway: Gateway, project_id: int, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The /v1/alerts answer for a project as plain values (the route's body; the dashboard's data)."""
+    return {"alerts": msgspec.to_builtins(await gateway.store.alerts.listed(project_id, parse_state(params)))}
+
+
+async def get_alerts(request: Request) -> Response:
+    gateway = gateway_of(request)
+    project, _ = await gateway.directory.server_auth(request)
+    answer = await alerts_answer(gateway, project.id, request.query_params.multi_items())
+    return Response(_encode(answer), media_type="application/json")

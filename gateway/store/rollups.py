@@ -1,0 +1,422 @@
+"""Rollups: the counts `/v1/stats` and the drift detector read, kept up to date inside the writer's commit.
+
+The definitions are `gateway.analytics.rates`' (an impression is a distinct (trace, session); a signal counts once per
+impression; votes count as the impression's current vote; reasons follow the current down vote). Tables:
+
+- `impressions`: one row per (trace, session) with an event: which implicit signals it has (a bitmask over
+  `IMPLICIT_SIGNALS`), its current vote, vote time and reason, and, copied from its trace, the project, the trace's
+  `ts` and its group (so the edge of a range, the outlier rule and a re-logged trace never need the event log).
+- `rollup_groups`: (project, model, template, template_version) → a small id.
+- `rollup_hours`: (group, hour of the trace's `ts`) → impressions (`shown`) and one column per signal.
+- `rollup_reasons`: (group, hour, reason) → current down votes with that reason.
+
+`apply_events` runs in the writer's transaction on the rows a commit accepted; per commit it costs one read of the
+touched impressions, one of the new impressions' traces and groups, and one batched upsert per table; an event that
+changes nothing (a repeated `copied`) writes nothing. `retrace` moves a trace's impressions when the trace is
+re-logged with another model, template, version or `ts`. Both keep this invariant, which tests/test_rollups.py
+checks against `rates.compute_stats` over the log: the rollups are the sums of the impressions' contributions.
+
+`stats` answers from whole hours of `rollup_hours` and counts the partial hours at either end of a range from
+`impressions`; flagged sessions (`rates` docstring) are found among the range's voted impressions and, unless asked
+for, their impressions (few) are subtracted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from gateway.analytics.drift import HOUR
+from gateway.analytics.rates import (
+    DOWN, IMPLICIT_SIGNALS, SIGNALS, UP, GroupCounts, GroupKey, LogRow, StatsAnswer, StatsQuery, bucket, build_answer,
+    count_groups,
+)
+
+HOUR_MS = HOUR * 1000
+DAY = 24 * HOUR
+BIT = {name: 1 << i for i, name in enumerate(IMPLICIT_SIGNALS)}
+_COLUMNS = ("shown", *SIGNALS)  # rollup_hours' counters, in this order everywhere below
+_SHOWN, _UP, _DOWN, _ANY = 0, 1 + SIGNALS.index("feedback_up"), 1 + SIGNALS.index("feedback_down"), \
+    1 + SIGNALS.index("feedback_any")
+_IMPLICIT = [(BIT[name], 1 + SIGNALS.index(name)) for name in IMPLICIT_SIGNALS]
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS rollup_groups (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    model TEXT, template TEXT, template_version TEXT,
+    key TEXT NOT NULL UNIQUE  -- JSON [project_id, model, template, template_version]: null stays apart from ""
+);
+CREATE INDEX IF NOT EXISTS rollup_groups_by_project ON rollup_groups (project_id);
+CREATE TABLE IF NOT EXISTS impressions (
+    trace INTEGER NOT NULL REFERENCES traces (row),
+    session_id TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    trace_ts INTEGER NOT NULL,
+    grp INTEGER NOT NULL REFERENCES rollup_groups (id),
+    signals INTEGER NOT NULL,  -- bit i: IMPLICIT_SIGNALS[i] (gateway/analytics/rates.py)
+    vote INTEGER, vote_ts INTEGER, reason TEXT,
+    PRIMARY KEY (trace, session_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (project_id, trace_ts);
+CREATE INDEX IF NOT EXISTS impressions_by_session ON impressions (session_id);
+CREATE INDEX IF NOT EXISTS impressions_votes ON impressions (project_id, trace_ts, session_id, vote)
+    WHERE vote IS NOT NULL;
+CREATE TABLE IF NOT EXISTS rollup_hours (
+    grp INTEGER NOT NULL REFERENCES rollup_groups (id),
+    hour INTEGER NOT NULL,  -- unix seconds of the start of the trace's hour (UTC)
+    {", ".join(f"{c} INTEGER NOT NULL" for c in _COLUMNS)},
+    PRIMARY KEY (grp, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_reasons (
+    grp INTEGER NOT NULL REFERENCES rollup_groups (id),
+    hour INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (grp, hour, reason)
+) WITHOUT ROWID;
+"""
+
+_encode = msgspec.json.Encoder().encode
+
+# (trace row, session id, type, value, reason, client ts): one accepted event, in commit order.
+Accepted = tuple[int, str, str, "int | None", "str | None", int]
+
+
+class _Impression:
+    """An impression's state: where it counts (group, trace ts) and what it counts (signals, vote, reason)."""
+
+    __slots__ = ("project_id", "grp", "trace_ts", "signals", "vote", "vote_ts", "reason")
+
+    def __init__(self, project_id: int, grp: int, trace_ts: int, signals: int = 0, vote: int | None = None,
+                 vote_ts: int | None = None, reason: str | None = None) -> None:
+        self.project_id, self.grp, self.trace_ts, self.signals = project_id, grp, trace_ts, signals
+        self.vote, self.vote_ts, self.reason = vote, vote_ts, reason
+
+    def state(self) -> tuple[Any, ...]:
+        return self.project_id, self.grp, self.trace_ts, self.signals, self.vote, self.vote_ts, self.reason
+
+
+class _Deltas:
+    """Changes to rollup_hours and rollup_reasons, summed per row before they are written."""
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0] * len(_COLUMNS))
+        self.reasons: dict[tuple[int, int, str], int] = defaultdict(int)
+
+    def add(self, impression: _Impression, sign: int) -> None:
+        """Add (sign 1) or take away (sign -1) one impression's contribution."""
+        hour = impression.trace_ts // HOUR_MS * HOUR
+        row = self.hours[impression.grp, hour]
+        row[_SHOWN] += sign
+        for bit, column in _IMPLICIT:
+            if impression.signals & bit:
+                row[column] += sign
+        if impression.vote is not None:
+            row[_ANY] += sign
+            row[_UP if impression.vote == UP else _DOWN] += sign
+            if impression.vote == DOWN and impression.reason is not None:
+                self.reasons[impression.grp, hour, impression.reason] += sign
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        hours = [(grp, hour, *row) for (grp, hour), row in self.hours.items() if any(row)]
+        if hours:
+            conn.executemany(_UPSERT_HOURS, hours)
+        reasons = [(grp, hour, reason, n) for (grp, hour, reason), n in self.reasons.items() if n]
+        if reasons:
+            conn.executemany(_UPSERT_REASONS, reasons)
+
+
+_UPSERT_HOURS = (
+    f"INSERT INTO rollup_hours (grp, hour, {', '.join(_COLUMNS)}) VALUES (?, ?, {', '.join('?' * len(_COLUMNS))})"
+    f" ON CONFLICT (grp, hour) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in _COLUMNS)}")
+_UPSERT_REASONS = ("INSERT INTO rollup_reasons (grp, hour, reason, n) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (grp, hour, reason) DO UPDATE SET n = n + excluded.n")
+_UPSERT_IMPRESSIONS = (
+    "INSERT INTO impressions (trace, session_id, project_id, grp, trace_ts, signals, vote, vote_ts, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace, session_id) DO UPDATE SET trace_ts = excluded.trace_ts,"
+    " grp = excluded.grp, signals = excluded.signals, vote = excluded.vote, vote_ts = excluded.vote_ts,"
+    " reason = excluded.reason")
+_TOUCHED = ("SELECT i.trace, i.session_id, i.project_id, i.grp, i.trace_ts, i.signals, i.vote, i.vote_ts, i.reason"
+            " FROM json_each(?) AS j JOIN impressions AS i ON i.trace = j.value ->> 0 AND i.session_id = j.value ->> 1")
+_TRACES = ("SELECT row, project_id, ts, model, template, template_version FROM traces"
+           " WHERE row IN (SELECT value FROM json_each(?))")
+
+
+def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, str | None, str | None]]
+            ) -> dict[tuple[int, str | None, str | None, str | None], int]:
+    """The group id of each (project, model, template, template_version), created where missing."""
+    keys = {label: _encode(label).decode() for label in set(labels)}
+    if not keys:
+        return {}
+    conn.executemany("INSERT INTO rollup_groups (project_id, model, template, template_version, key)"
+                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                     [(*label, key) for label, key in keys.items()])
+    ids = dict(conn.execute("SELECT key, id FROM rollup_groups WHERE key IN (SELECT value FROM json_each(?))",
+                            (_encode(list(keys.values())),)))
+    return {label: ids[key] for label, key in keys.items()}
+
+
+def apply_events(conn: sqlite3.Connection, events: Sequence[Accepted]) -> None:
+    """Fold a commit's accepted events into the rollups (inside that commit's transaction)."""
+    if not events:
+        return
+    # Per impression: the signals and the newest vote of this commit (by client ts; the later event on a tie, as the
+    # votes table decides).
+    batch: dict[tuple[int, str], list[Any]] = {}
+    for trace, session, kind, value, reason, ts in events:
+        change = batch.get((trace, session))
+        if change is None:
+            change = batch[trace, session] = [0, None, None, None]  # signals, vote, vote ts, reason
+        if kind == "feedback":
+            if change[1] is None or ts >= change[2]:
+                change[1:] = value, ts, reason
+        else:
+            change[0] |= BIT.get(kind, 0)
+    stored = {(row[0], row[1]): _Impression(*row[2:]) for row in conn.execute(
+        _TOUCHED, (_encode([list(key) for key in batch]),))}
+    new_traces = {trace for trace, session in batch if (trace, session) not in stored}
+    traces: dict[int, tuple[int, int, int]] = {}  # trace row -> (project, group, ts)
+    if new_traces:
+        found = conn.execute(_TRACES, (_encode(sorted(new_traces)),)).fetchall()
+        groups = _groups(conn, ((project, m, t, v) for _, project, _, m, t, v in found))
+        traces = {row: (project, groups[project, m, t, v], ts) for row, project, ts, m, t, v in found}
+
+    deltas, writes = _Deltas(), []
+    for (trace, session), (signals, vote, vote_ts, reason) in batch.items():
+        old = stored.get((trace, session))
+        if old is None:
+            new = _Impression(*traces[trace], signals, vote, vote_ts, reason)
+        else:
+            new = _Impression(*old.state())
+            new.signals |= signals
+            if vote is not None and (new.vote_ts is None or vote_ts >= new.vote_ts):
+                new.vote, new.vote_ts, new.reason = vote, vote_ts, reason
+            if new.state() == old.state():
+                continue
+            deltas.add(old, -1)
+        deltas.add(new, 1)
+        writes.append((trace, session, *new.state()))
+    if writes:
+        conn.executemany(_UPSERT_IMPRESSIONS, writes)
+    deltas.write(conn)
+
+
+_NEW_EVENTS = "SELECT trace, session_id, type, value, reason, ts FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+
+
+def after_events(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
+    """The writer's commit hook: fold the events this commit added (`first_seq < seq <= last_seq`) in."""
+    apply_events(conn, conn.execute(_NEW_EVENTS, (first_seq, last_seq)).fetchall())
+
+
+def upgrade_from_2(conn: sqlite3.Connection) -> None:
+    """A file written before rollups: build them from the whole log, a slice of it at a time."""
+    last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    for first in range(0, last, 100_000):
+        after_events(conn, first, min(first + 100_000, last))
+
+
+def retrace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> int:
+    """After a trace is (re-)logged: move its impressions to its current group and hour. Returns how many moved."""
+    found = conn.execute("SELECT row, ts, model, template, template_version FROM traces"
+                         " WHERE project_id = ? AND trace_id = ?", (project_id, trace_id)).fetchone()
+    if found is None:
+        return 0
+    trace, ts, model, template, version = found
+    rows = conn.execute("SELECT project_id, grp, trace_ts, signals, vote, vote_ts, reason FROM impressions"
+                        " WHERE trace = ?", (trace,)).fetchall()
+    if not rows:
+        return 0
+    grp = _groups(conn, [(project_id, model, template, version)])[project_id, model, template, version]
+    deltas, moved = _Deltas(), 0
+    for row in rows:
+        old = _Impression(*row)
+        if (old.grp, old.trace_ts) == (grp, ts):
+            continue
+        deltas.add(old, -1)
+        old.grp, old.trace_ts = grp, ts
+        deltas.add(old, 1)
+        moved += 1
+    if moved:
+        conn.execute("UPDATE impressions SET grp = ?, trace_ts = ? WHERE trace = ?", (grp, ts, trace))
+        deltas.write(conn)
+    return moved
+
+
+# --- Reads ---
+
+_DIMENSIONS = {"model": "g.model", "template": "g.template", "template_version": "g.template_version",
+               "day": f"r.hour - r.hour % {DAY}", "hour": "r.hour"}
+
+
+def _split(query: StatsQuery) -> tuple[tuple[int | None, int | None] | None, list[tuple[int | None, int | None]]]:
+    """The query's range as whole hours `(first, end)` in unix seconds (None where the range is open; None for no
+    whole hour) and the parts of hours at its ends, as ms ranges `(start, stop)`."""
+    first = None if query.from_ms is None else -(-query.from_ms // HOUR_MS) * HOUR
+    end = None if query.to_ms is None else query.to_ms // HOUR_MS * HOUR
+    if first is not None and end is not None and end <= first:
+        return None, [(query.from_ms, query.to_ms)]
+    edges: list[tuple[int | None, int | None]] = []
+    if first is not None and query.from_ms < first * 1000:  # type: ignore[operator]
+        edges.append((query.from_ms, first * 1000))
+    if end is not None and end * 1000 < query.to_ms:  # type: ignore[operator]
+        edges.append((end * 1000, query.to_ms))
+    return (first, end), edges
+
+
+def _filters(project_id: int, query: StatsQuery, first: int | None, end: int | None) -> tuple[str, list[Any]]:
+    where, params = ["g.project_id = ?"], [project_id]
+    for name, value in (("model", query.model), ("template", query.template)):
+        if value is not None:
+            where.append(f"g.{name} = ?")
+            params.append(value)
+    if first is not None:
+        where.append("r.hour >= ?")
+        params.append(first)
+    if end is not None:
+        where.append("r.hour < ?")
+        params.append(end)
+    return " AND ".join(where), params
+
+
+def _key(values: Sequence[Any], group_by: Sequence[str]) -> GroupKey:
+    return tuple(bucket(v * 1000, d) if d in ("day", "hour") else v  # type: ignore[arg-type]
+                 for v, d in zip(values, group_by))
+
+
+def _rollup_counts(conn: sqlite3.Connection, project_id: int, query: StatsQuery, first: int | None,
+                   end: int | None) -> dict[GroupKey, GroupCounts]:
+    dims = [_DIMENSIONS[d] for d in query.group_by]
+    where, params = _filters(project_id, query, first, end)
+    group = f" GROUP BY {', '.join(dims)}" if dims else ""
+    counts: dict[GroupKey, GroupCounts] = {}
+    sums = ", ".join(f"sum(r.{c})" for c in _COLUMNS)
+    for row in conn.execute(f"SELECT {', '.join([*dims, sums])} FROM rollup_groups AS g"
+                            f" JOIN rollup_hours AS r ON r.grp = g.id WHERE {where}{group}", params):
+        values, totals = row[:len(dims)], row[len(dims):]
+        if not totals[0]:
+            continue
+        counts[_key(values, query.group_by)] = GroupCounts(
+            shown=totals[0], signals={name: n for name, n in zip(SIGNALS, totals[1:]) if n})
+    for row in conn.execute(f"SELECT {', '.join([*dims, 'r.reason', 'sum(r.n)'])} FROM rollup_groups AS g"
+                            f" JOIN rollup_reasons AS r ON r.grp = g.id WHERE {where}"
+                            f" GROUP BY {', '.join([*dims, 'r.reason'])}", params):
+        key = _key(row[:len(dims)], query.group_by)
+        if row[-1] and key in counts:
+            counts[key].reasons[row[-2]] = row[-1]
+    return counts
+
+
+_IMPRESSION_ROWS = ("SELECT i.trace, i.session_id, i.trace_ts, g.model, g.template, g.template_version, i.signals,"
+                    " i.vote, i.reason FROM impressions AS i JOIN rollup_groups AS g ON g.id = i.grp")
+
+
+def _log_rows(rows: Iterable[Sequence[Any]]) -> Iterable[LogRow]:
+    """Impressions as the log rows that make them (the reference counting in `rates` then counts them)."""
+    for trace, session, trace_ts, model, template, version, signals, vote, reason in rows:
+        common = {"trace_id": str(trace), "session_id": session, "ts": 0, "trace_ts": trace_ts, "model": model,
+                  "template": template, "template_version": version}
+        yield LogRow(type="shown", **common)
+        for name in IMPLICIT_SIGNALS:
+            if signals & BIT[name]:
+                yield LogRow(type=name, **common)
+        if vote is not None:
+            yield LogRow(type="feedback", value=vote, reason=reason, **common)
+
+
+def _impression_counts(rows: Iterable[Sequence[Any]], query: StatsQuery) -> dict[GroupKey, GroupCounts]:
+    """Every given impression counted in the query's groups and filters (the caller picked the range)."""
+    everything = msgspec.structs.replace(query, from_ms=None, to_ms=None, include_flagged=True)
+    return count_groups(_log_rows(rows), everything)[0]
+
+
+def _time_filter(from_ms: int | None, to_ms: int | None) -> tuple[str, list[int]]:
+    where, params = "", []
+    if from_ms is not None:
+        where += " AND i.trace_ts >= ?"
+        params.append(from_ms)
+    if to_ms is not None:
+        where += " AND i.trace_ts < ?"
+        params.append(to_ms)
+    return where, params
+
+
+def flagged_sessions(conn: sqlite3.Connection, project_id: int, query: StatsQuery) -> list[str]:
+    """The sessions the outlier rule flags in the query's range (model and template filters do not apply)."""
+    where, params = _time_filter(query.from_ms, query.to_ms)
+    return [session for (session,) in conn.execute(
+        f"SELECT i.session_id FROM impressions AS i WHERE i.project_id = ? AND i.vote IS NOT NULL{where}"
+        " GROUP BY i.session_id HAVING count(*) >= ? AND min(i.vote) = max(i.vote)",
+        [project_id, *params, query.outlier_min_votes])]
+
+
+def stats(conn: sqlite3.Connection, project_id: int, query: StatsQuery) -> StatsAnswer:
+    """The /v1/stats answer from the rollups (equal to `rates.compute_stats` over the project's log)."""
+    whole, edges = _split(query)
+    counts = _rollup_counts(conn, project_id, query, *whole) if whole is not None else {}
+    for start, stop in edges:
+        where, params = _time_filter(start, stop)
+        rows = conn.execute(f"{_IMPRESSION_ROWS} WHERE i.project_id = ?{where}", [project_id, *params])
+        for key, part in _impression_counts(rows, query).items():
+            counts.setdefault(key, GroupCounts()).add(part)
+    flagged = flagged_sessions(conn, project_id, query)
+    if flagged and not query.include_flagged:
+        where, params = _time_filter(query.from_ms, query.to_ms)
+        # By session: a flagged session has few impressions, the range may have millions.
+        rows = conn.execute(f"{_IMPRESSION_ROWS.replace('AS i', 'AS i INDEXED BY impressions_by_session', 1)}"
+                            f" WHERE i.session_id IN (SELECT value FROM json_each(?)) AND i.project_id = ?{where}",
+                            [_encode(flagged), project_id, *params])
+        for key, part in _impression_counts(rows, query).items():
+            counts.setdefault(key, GroupCounts()).add(part, sign=-1)
+    return build_answer(counts, query, len(flagged))
+
+
+def hour_counts(conn: sqlite3.Connection, project_id: int, first: int, end: int
+                ) -> list[tuple[int, str | None, str | None, dict[str, int]]]:
+    """Per completed hour in [first, end) (unix seconds) and (model, template): impressions and signal counts, as
+    `(hour, model, template, {"shown": n, signal: n, ...})`, oldest hour first. Flagged sessions are included (the
+    outlier rule is a property of a range; the detector sees each hour once)."""
+    sums = ", ".join(f"sum(r.{c})" for c in _COLUMNS)
+    return [(hour, model, template, dict(zip(_COLUMNS, totals))) for hour, model, template, *totals in conn.execute(
+        f"SELECT r.hour, g.model, g.template, {sums} FROM rollup_groups AS g JOIN rollup_hours AS r ON r.grp = g.id"
+        " WHERE g.project_id = ? AND r.hour >= ? AND r.hour < ? GROUP BY r.hour, g.model, g.template"
+        " ORDER BY r.hour", (project_id, first, end))]
+
+
+def first_hour(conn: sqlite3.Connection, project_id: int) -> int | None:
+    """The earliest hour the project's rollups hold, if any."""
+    return conn.execute("SELECT min(r.hour) FROM rollup_groups AS g JOIN rollup_hours AS r ON r.grp = g.id"
+                        " WHERE g.project_id = ?", (project_id,)).fetchone()[0]
+
+
+def log_rows(conn: sqlite3.Connection, project_id: int) -> list[LogRow]:
+    """The project's whole event log joined with the traces as they are now, in commit order: what
+    `rates.compute_stats` counts from (the reference the rollups are tested and benchmarked against)."""
+    return [LogRow(trace_id=trace_id, session_id=session, type=kind, ts=ts, trace_ts=trace_ts, value=value,
+                   reason=reason, model=model, template=template, template_version=version)
+            for trace_id, session, kind, ts, trace_ts, value, reason, model, template, version in conn.execute(
+                "SELECT t.trace_id, e.session_id, e.type, e.ts, t.ts, e.value, e.reason, t.model, t.template,"
+                " t.template_version FROM events AS e JOIN traces AS t ON t.row = e.trace WHERE e.project_id = ?"
+                " ORDER BY e.seq", (project_id,))]
+
+
+class Stats:
+    """The rollups' part of a store (`store.stats`): reads on the store's read connection."""
+
+    def __init__(self, read: Callable[..., Awaitable[Any]]) -> None:
+        self._read = read
+
+    async def answer(self, project_id: int, query: StatsQuery) -> StatsAnswer:
+        return await self._read(stats, project_id, query)
+
+    async def hour_counts(self, project_id: int, first: int, end: int
+                          ) -> list[tuple[int, str | None, str | None, dict[str, int]]]:
+        return await self._read(hour_counts, project_id, first, end)
+
+    async def first_hour(self, project_id: int) -> int | None:
+        return await self._read(first_hour, project_id)
