@@ -253,6 +253,17 @@ class ProjectConfig(Struct):
     labels: Labels
 
 
+# --- Operations ---
+
+class Health(Struct):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(Struct):
+    status: Literal["ready", "degraded", "unavailable"]
+    checks: dict[str, bool]  # "store", and "redis" when one is configured
+
+
 class Problem(Struct, omit_defaults=True):
     type: str
     title: str

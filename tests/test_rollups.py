@@ -1,12 +1,14 @@
 """The rollups equal a full recount of the log (`rates.compute_stats`), after a randomized mix of events through the
 real writer process: repeats, duplicates, vote changes, late older votes, unknown traces, re-logged traces and
-flagged sessions."""
+flagged sessions, with catch-ups (the watermark's folds) at random points between them; commits leave the rollups
+alone, the writer catches up by itself when idle, and every read counts every acknowledged event."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 
 import msgspec
@@ -59,11 +61,11 @@ QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_rollups_equal_a_full_recount(tmp_path, seed):
+@pytest.mark.parametrize("seed, writer_process", [(1, True), (2, True), (3, True), (4, False)])
+async def test_rollups_equal_a_full_recount(tmp_path, seed, writer_process):
     rng = random.Random(seed)
     path = str(tmp_path / "bc.db")
-    store = create_store(Settings.load(environ={}, db=path))
+    store = create_store(Settings.load(environ={}, db=path), writer_process=writer_process)
     await store.open()
     try:
         project, _ = await store.create_project(name="t", origins=["*"])
@@ -85,6 +87,8 @@ async def test_rollups_equal_a_full_recount(tmp_path, seed):
                     calls.append(store.write_events(other.id, [random_event(rng, traces, sessions)]))
             if rng.random() < 0.3:  # a trace re-logged with another model, template, version or ts
                 calls.append(store.upsert_trace(project.id, random_trace(rng, rng.choice(traces))))
+            if rng.random() < 0.3:  # a catch-up among the commits (a read's, or the writer's own when idle)
+                calls.insert(rng.randrange(len(calls) + 1), store.stats.catch_up())
             await asyncio.gather(*calls)
         # The bots' current votes are all alike on at least 10 impressions each (flagged), most likely.
         with contextlib.closing(tables.connect(path)) as conn:
@@ -110,3 +114,78 @@ def test_an_older_file_gets_its_rollups_built_from_its_log(tmp_path):
             for query in (StatsQuery(group_by=("model", "hour")), StatsQuery(include_flagged=True)):
                 assert msgspec.json.encode(rollups.stats(conn, project_id, query)) == \
                     msgspec.json.encode(compute_stats(log, query))
+
+
+def stored_events(rng: random.Random, count: int) -> list[EventRow[uuid.UUID]]:
+    return [random_event(rng, [f"t{i}" for i in range(10)], ["s1", "s2", "s3"]) for _ in range(count)]
+
+
+async def logged_project(store, rng: random.Random) -> int:
+    project, _ = await store.create_project(name="t", origins=["*"])
+    for i in range(10):
+        await store.upsert_trace(project.id, random_trace(rng, f"t{i}"))
+    return project.id
+
+
+def counted(path: str, project_id: int) -> tuple[bytes, bytes, int | None]:
+    """What the rollups hold now (read as they are: no catch-up), what the log says, and the watermark."""
+    with contextlib.closing(tables.connect(path)) as conn:
+        query = StatsQuery(group_by=("model", "hour"), include_flagged=True)
+        return (msgspec.json.encode(rollups.stats(conn, project_id, query)),
+                msgspec.json.encode(compute_stats(rollups.log_rows(conn, project_id), query)), rollups.watermark(conn))
+
+
+async def test_commits_leave_the_rollups_alone_and_a_read_catches_up(tmp_path):
+    path = str(tmp_path / "bc.db")
+    store = create_store(Settings.load(environ={}, db=path), writer_process=False)  # no writer to catch up by itself
+    await store.open()
+    try:
+        rng = random.Random(5)
+        project_id = await logged_project(store, rng)
+        assert "accepted" in await store.write_events(project_id, stored_events(rng, 50))
+        held, recount, folded = counted(path, project_id)
+        assert folded == 0 and held != recount and b'"shown":0' not in recount
+        answer = await store.stats.answer(project_id, StatsQuery(group_by=("model", "hour"), include_flagged=True))
+        held, recount, folded = counted(path, project_id)
+        assert held == recount == msgspec.json.encode(answer) and folded > 0
+        assert await store.stats.catch_up() == 0  # nothing new
+    finally:
+        await store.close()
+
+
+async def test_the_writer_catches_up_by_itself_when_idle(tmp_path):
+    path = str(tmp_path / "bc.db")
+    store = create_store(Settings.load(environ={}, db=path))
+    await store.open()
+    try:
+        rng = random.Random(6)
+        project_id = await logged_project(store, rng)
+        await store.write_events(project_id, stored_events(rng, 50))
+        deadline = time.monotonic() + 10
+        while (found := counted(path, project_id))[0] != found[1]:
+            assert time.monotonic() < deadline, "the writer did not fold the events in"
+            await asyncio.sleep(0.02)
+    finally:
+        await store.close()
+
+
+async def test_a_file_whose_rollups_were_kept_in_each_commit_gets_a_watermark_at_its_last_event(tmp_path):
+    path = str(tmp_path / "bc.db")
+    rng = random.Random(7)
+    store = create_store(Settings.load(environ={}, db=path), writer_process=False)
+    await store.open()
+    project_id = await logged_project(store, rng)
+    await store.write_events(project_id, stored_events(rng, 40))
+    await store.stats.catch_up()
+    await store.close()
+    with contextlib.closing(tables.connect(path)) as conn:  # as such a file is: up to date, without the row
+        conn.execute("DELETE FROM meta WHERE name = 'rollups_folded'")
+    store = create_store(Settings.load(environ={}, db=path))
+    await store.open()
+    try:
+        await store.write_events(project_id, stored_events(rng, 40))
+        answer = await store.stats.answer(project_id, StatsQuery(group_by=("model", "hour"), include_flagged=True))
+        held, recount, folded = counted(path, project_id)
+        assert held == recount == msgspec.json.encode(answer)
+    finally:
+        await store.close()

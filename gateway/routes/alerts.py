@@ -11,10 +11,15 @@ from starlette.responses import Response
 
 from gateway.core import Gateway, gateway_of
 from gateway.routes.stats import invalid, single
+from gateway.store.alerts import AlertOut
 
 STATES = ("open", "resolved", "all")
 
 _encode = msgspec.json.Encoder().encode
+
+
+class AlertList(msgspec.Struct):
+    alerts: list[AlertOut]
 
 
 def parse_state(params: Sequence[tuple[str, str]]) -> str:
@@ -26,7 +31,7 @@ def parse_state(params: Sequence[tuple[str, str]]) -> str:
 
 async def alerts_answer(gateway: Gateway, project_id: int, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The /v1/alerts answer for a project as plain values (the route's body; the dashboard's data)."""
-    return {"alerts": msgspec.to_builtins(await gateway.store.alerts.listed(project_id, parse_state(params)))}
+    return msgspec.to_builtins(AlertList(await gateway.store.alerts.listed(project_id, parse_state(params))))
 
 
 async def get_alerts(request: Request) -> Response:

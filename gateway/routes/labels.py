@@ -19,6 +19,12 @@ class LabelSet(Struct, forbid_unknown_fields=True):
     labels: Annotated[list[Label], Meta(min_length=1, max_length=MAX_LABELS)]
 
 
+class Taxonomy(Struct):
+    """The labels as stored (the answer of both routes)."""
+
+    labels: list[str]
+
+
 async def _caller(request: Request) -> Caller:
     caller = await authorize(request)
     if request.path_params["public_key"] != caller.project.public_key:
@@ -28,14 +34,14 @@ async def _caller(request: Request) -> Caller:
 
 async def get_labels(request: Request) -> Response:
     caller = await _caller(request)
-    return json_response({"labels": await gateway_of(request).store.review.labels_of(caller.project.id)})
+    return json_response(Taxonomy(await gateway_of(request).store.review.labels_of(caller.project.id)))
 
 
 async def put_labels(request: Request) -> Response:
     caller = await _caller(request)
     body = await json_body(request, LabelSet)
     labels = list(dict.fromkeys(body.labels))  # a repeated label is one label
-    return json_response({"labels": await gateway_of(request).store.review.set_labels(caller.project.id, labels)})
+    return json_response(Taxonomy(await gateway_of(request).store.review.set_labels(caller.project.id, labels)))
 
 
 routes = [

@@ -19,7 +19,10 @@ from gateway.body import check_media_type, read_body
 from gateway.core import Gateway, gateway_of
 from gateway.errors import HTTPProblem
 from gateway.review.fill import spec_of
-from gateway.review.queues import MAX_LABELS, Label, QueueSpec, agreement
+from gateway.review.judge import Suggestion
+from gateway.review.queues import MAX_LABELS, Filter, Label, QueueSpec, agreement
+from gateway.review.sampling import Sampling
+from gateway.schemas import TraceOut
 from gateway.store import Project
 from gateway.store.review import Claimed, QueueRow
 
@@ -96,17 +99,102 @@ async def queue_of(gateway: Gateway, caller: Caller, request: Request) -> QueueR
     return queue
 
 
-async def queue_answer(gateway: Gateway, queue: QueueRow) -> dict[str, Any]:
+# --- The answers, as Structs: what the routes encode and what `gateway/openapi.py` documents ---
+
+class ItemCounts(Struct):
+    pending: int
+    leased: int
+    done: int
+    skipped: int
+
+
+class AgreementOut(Struct):
+    """`gateway.review.agreement.Agreement` on the wire."""
+
+    method: Literal["cohen_kappa", "krippendorff_alpha"]
+    value: float | None
+    items: int
+    reviewers: int
+
+
+class QueueAgreement(Struct):
+    """Per label (None where no item has two reviewers); `preferred` only in a pairwise queue."""
+
+    labels: dict[str, AgreementOut | None]
+    preferred: AgreementOut | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class QueueOut(Struct, kw_only=True):
     """A queue as `GET /v1/queues/{id}` answers it: its spec, counts, per-strategy counts and agreement."""
+
+    id: str
+    name: str
+    kind: Literal["single", "pairwise"]
+    filter: Filter
+    sampling: Sampling
+    reviewers_per_item: int
+    lease_seconds: int
+    instructions: str
+    auto_fill: Literal["daily"] | None
+    created_at: int
+    filled_at: int | None
+    counts: ItemCounts
+    by_strategy: dict[str, int]
+    agreement: QueueAgreement
+
+
+class QueueList(Struct):
+    queues: list[QueueOut]
+
+
+class FillResult(Struct):
+    added: int
+    by_strategy: dict[str, int]
+
+
+class ClaimedQueue(Struct):
+    id: str
+    name: str
+    kind: Literal["single", "pairwise"]
+    instructions: str
+    labels: list[str]
+
+
+class ReviewedTrace(TraceOut, kw_only=True):
+    """A trace exactly as `GET /v1/traces/{id}` answers it, with the judge's suggestion."""
+
+    judge: Suggestion | None = None
+
+
+class ClaimedItem(Struct, kw_only=True):
+    """A claim's answer: `trace` for a single item, `a` and `b` for a pairwise one (None: the trace is gone)."""
+
+    item_id: int
+    lease_expires_at: int
+    queue: ClaimedQueue
+    trace: ReviewedTrace | None | msgspec.UnsetType = msgspec.UNSET
+    a: ReviewedTrace | None | msgspec.UnsetType = msgspec.UNSET
+    b: ReviewedTrace | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class ItemOutcome(Struct):
+    item_id: int
+    status: Literal["labeled", "skipped"]
+
+
+async def queue_answer(gateway: Gateway, queue: QueueRow) -> QueueOut:
     spec = spec_of(queue)
     counts = await gateway.store.review.queue_counts(queue.id, now_ms())
     annotations = await gateway.store.review.queue_annotations(queue.id)
     taxonomy = await gateway.store.review.labels_of(queue.project_id)
-    return {"id": queue.id, **msgspec.to_builtins(spec), "created_at": queue.created_at, "filled_at": queue.filled_at,
-            "counts": {"pending": counts.pending, "leased": counts.leased, "done": counts.done,
-                       "skipped": counts.skipped},
-            "by_strategy": counts.by_strategy,
-            "agreement": agreement(annotations, taxonomy, pairwise=spec.kind == "pairwise")}
+    return QueueOut(id=queue.id, name=spec.name, kind=spec.kind, filter=spec.filter, sampling=spec.sampling,
+                    reviewers_per_item=spec.reviewers_per_item, lease_seconds=spec.lease_seconds,
+                    instructions=spec.instructions, auto_fill=spec.auto_fill, created_at=queue.created_at,
+                    filled_at=queue.filled_at,
+                    counts=ItemCounts(counts.pending, counts.leased, counts.done, counts.skipped),
+                    by_strategy=counts.by_strategy,
+                    agreement=msgspec.convert(agreement(annotations, taxonomy, pairwise=spec.kind == "pairwise"),
+                                              QueueAgreement))
 
 
 async def create_queue(request: Request) -> Response:
@@ -122,8 +210,8 @@ async def create_queue(request: Request) -> Response:
 async def list_queues(request: Request) -> Response:
     gateway = gateway_of(request)
     caller = await authorize(request)
-    return json_response({"queues": [await queue_answer(gateway, q) for q in await gateway.store.review.queues_of(
-        caller.project.id)]})
+    return json_response(QueueList([await queue_answer(gateway, q) for q in await gateway.store.review.queues_of(
+        caller.project.id)]))
 
 
 async def get_queue(request: Request) -> Response:
@@ -136,7 +224,7 @@ async def fill_queue(request: Request) -> Response:
     gateway = gateway_of(request)
     caller = await authorize(request)
     queue = await queue_of(gateway, caller, request)
-    return json_response(await gateway.review.fill(queue))
+    return json_response(FillResult(**await gateway.review.fill(queue)))
 
 
 class AsReviewer(Struct, forbid_unknown_fields=True):
@@ -162,20 +250,19 @@ def acting_reviewer(caller: Caller, named: str | None) -> str:
     return named
 
 
-async def claimed_answer(gateway: Gateway, project_id: int, queue: QueueRow, claimed: Claimed) -> dict[str, Any]:
+async def claimed_answer(gateway: Gateway, project_id: int, queue: QueueRow, claimed: Claimed) -> ClaimedItem:
     """What a claim answers: the item, its lease, the queue's instructions and labels, and the trace (a pairwise
     item: `a` and `b`) exactly as `GET /v1/traces/{id}` answers it, with the judge's suggestion as `judge`."""
     spec = spec_of(queue)
     judge = msgspec.json.decode(claimed.judge) if claimed.judge else None
-    answer: dict[str, Any] = {
-        "item_id": claimed.item_id, "lease_expires_at": claimed.lease_expires_at,
-        "queue": {"id": queue.id, "name": spec.name, "kind": spec.kind, "instructions": spec.instructions,
-                  "labels": await gateway.store.review.labels_of(project_id)}}
+    answer = ClaimedItem(item_id=claimed.item_id, lease_expires_at=claimed.lease_expires_at, queue=ClaimedQueue(
+        queue.id, spec.name, spec.kind, spec.instructions, await gateway.store.review.labels_of(project_id)))
     sides = {"trace": (claimed.a, judge)} if claimed.b is None else {
         "a": (claimed.a, (judge or {}).get("a")), "b": (claimed.b, (judge or {}).get("b"))}
     for name, (trace_id, suggestion) in sides.items():
         trace = await gateway.store.get_trace(project_id, trace_id)
-        answer[name] = None if trace is None else {**msgspec.to_builtins(trace), "judge": suggestion}
+        setattr(answer, name, None if trace is None else ReviewedTrace(
+            **{field: getattr(trace, field) for field in TraceOut.__struct_fields__}, judge=suggestion))
     return answer
 
 
@@ -222,7 +309,7 @@ def _item_id(request: Request) -> int:
 def _outcome(item_id: int, outcome: str, status: str) -> Response:
     if outcome != "ok":
         raise HTTPProblem(*_OUTCOMES[outcome])
-    return json_response({"item_id": item_id, "status": status})
+    return json_response(ItemOutcome(item_id, status))  # type: ignore[arg-type]
 
 
 async def label_as(request: Request, caller: Caller) -> Response:

@@ -1,4 +1,4 @@
-"""Rollups: the counts `/v1/stats` and the drift detector read, kept up to date inside the writer's commit.
+"""Rollups: the counts `/v1/stats` and the drift detector read, folded in from the event log behind a watermark.
 
 The definitions are `gateway.analytics.rates`' (an impression is a distinct (trace, session); a signal counts once per
 impression; votes count as the impression's current vote; reasons follow the current down vote). Tables:
@@ -9,12 +9,18 @@ impression; votes count as the impression's current vote; reasons follow the cur
 - `rollup_groups`: (project, model, template, template_version) → a small id.
 - `rollup_hours`: (group, hour of the trace's `ts`) → impressions (`shown`) and one column per signal.
 - `rollup_reasons`: (group, hour, reason) → current down votes with that reason.
+- the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
-`apply_events` runs in the writer's transaction on the rows a commit accepted; per commit it costs one read of the
-touched impressions, one of the new impressions' traces and groups, and one batched upsert per table; an event that
-changes nothing (a repeated `copied`) writes nothing. `retrace` moves a trace's impressions when the trace is
-re-logged with another model, template, version or `ts`. Both keep this invariant, which tests/test_rollups.py
-checks against `rates.compute_stats` over the log: the rollups are the sums of the impressions' contributions.
+The commits that store events do not touch the rollups (acknowledging an event costs nothing here). `catch_up` folds
+the events after the watermark in, in slices: the writer runs it between commits once it has been idle a moment or
+at the latest a second after a commit left events unfolded (`writer.serve`), and every read here (`Stats`) first asks
+the writer to catch up, so an answer counts every event acknowledged before it was asked for. `fold` costs one read of
+the touched impressions, one of the new impressions' traces and groups, and one batched upsert per table for the
+whole slice; an event that changes nothing (a repeated `copied`) writes nothing. `retrace` moves a trace's folded
+impressions when the trace is re-logged with another model, template, version or `ts` (events not folded yet are
+folded with the trace as it is then). Both keep this invariant, which tests/test_rollups.py checks against
+`rates.compute_stats` over the log: the rollups are the sums of the impressions' contributions, and the impressions
+are those of the events up to the watermark.
 
 `stats` answers from whole hours of `rollup_hours` and counts the partial hours at either end of a range from
 `impressions`; flagged sessions (`rates` docstring) are found among the range's voted impressions and, unless asked
@@ -79,11 +85,12 @@ CREATE TABLE IF NOT EXISTS rollup_reasons (
     n INTEGER NOT NULL,
     PRIMARY KEY (grp, hour, reason)
 ) WITHOUT ROWID;
+INSERT INTO meta (name, value) VALUES ('rollups_folded', '0') ON CONFLICT DO NOTHING;
 """
 
 _encode = msgspec.json.Encoder().encode
 
-# (trace row, session id, type, value, reason, client ts): one accepted event, in commit order.
+# (trace row, session id, type, value, reason, client ts): one stored event, in commit order.
 Accepted = tuple[int, str, str, "int | None", "str | None", int]
 
 
@@ -161,12 +168,12 @@ def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, st
     return {label: ids[key] for label, key in keys.items()}
 
 
-def apply_events(conn: sqlite3.Connection, events: Sequence[Accepted]) -> None:
-    """Fold a commit's accepted events into the rollups (inside that commit's transaction)."""
+def fold(conn: sqlite3.Connection, events: Sequence[Accepted]) -> None:
+    """Fold accepted events, in commit order, into the rollups (inside the caller's transaction)."""
     if not events:
         return
-    # Per impression: the signals and the newest vote of this commit (by client ts; the later event on a tie, as the
-    # votes table decides).
+    # Per impression: the signals and the newest vote of these events (by client ts; the later event on a tie, as
+    # the votes table decides).
     batch: dict[tuple[int, str], list[Any]] = {}
     for trace, session, kind, value, reason, ts in events:
         change = batch.get((trace, session))
@@ -207,18 +214,51 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[Accepted]) -> None:
 
 
 _NEW_EVENTS = "SELECT trace, session_id, type, value, reason, ts FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
+_FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
+_SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
+               " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+SLICE = 100_000  # events folded per statement set: bounds the memory of a long catch-up
 
 
-def after_events(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
-    """The writer's commit hook: fold the events this commit added (`first_seq < seq <= last_seq`) in."""
-    apply_events(conn, conn.execute(_NEW_EVENTS, (first_seq, last_seq)).fetchall())
+def watermark(conn: sqlite3.Connection) -> int | None:
+    """The last event seq folded into the rollups (None in a file whose rollups were kept inside each commit)."""
+    row = conn.execute(_FOLDED).fetchone()
+    return None if row is None else int(row[0])
+
+
+def catch_up(conn: sqlite3.Connection) -> int:
+    """Fold every event committed after the watermark in and move the watermark (inside the caller's transaction,
+    which holds the write lock, so no event commits meanwhile). Returns how many seqs it moved by."""
+    last = conn.execute(_LAST_SEQ).fetchone()[0]
+    folded = watermark(conn)
+    if folded is None:
+        # Rollups kept inside each commit, before the watermark: the store catches up when it opens
+        # (`SQLiteStore.open`), before it commits any event, so every event stored by then was folded.
+        conn.execute(_SET_FOLDED, (str(last),))
+        return 0
+    for first in range(folded, last, SLICE):
+        fold(conn, conn.execute(_NEW_EVENTS, (first, min(first + SLICE, last))).fetchall())
+    if last != folded:
+        conn.execute(_SET_FOLDED, (str(last),))
+    return last - folded
 
 
 def upgrade_from_2(conn: sqlite3.Connection) -> None:
-    """A file written before rollups: build them from the whole log, a slice of it at a time."""
-    last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-    for first in range(0, last, 100_000):
-        after_events(conn, first, min(first + 100_000, last))
+    """A file written before rollups: build them from the whole log (its `SCHEMA` set the watermark to 0)."""
+    catch_up(conn)
+
+
+class CatchUp(msgspec.Struct, tag="rollups_catch_up", array_like=True):
+    """The writer job every read of the rollups sends first."""
+
+
+Job = CatchUp
+JOBS = (CatchUp,)
+
+
+def run(conn: sqlite3.Connection, job: Job) -> int:
+    return catch_up(conn)
 
 
 def retrace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> int:
@@ -406,17 +446,26 @@ def log_rows(conn: sqlite3.Connection, project_id: int) -> list[LogRow]:
 
 
 class Stats:
-    """The rollups' part of a store (`store.stats`): reads on the store's read connection."""
+    """The rollups' part of a store (`store.stats`): each read first has the writer fold in every event committed so
+    far (`CatchUp`), then reads on the store's read connection, so it counts every event acknowledged before it."""
 
-    def __init__(self, read: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, read: Callable[..., Awaitable[Any]], write: Callable[[Job], Awaitable[Any]]) -> None:
         self._read = read
+        self._write = write
+
+    async def catch_up(self) -> int:
+        """Fold the events committed since the last catch-up in; how many seqs the watermark moved by."""
+        return await self._write(CatchUp())
 
     async def answer(self, project_id: int, query: StatsQuery) -> StatsAnswer:
+        await self.catch_up()
         return await self._read(stats, project_id, query)
 
     async def hour_counts(self, project_id: int, first: int, end: int
                           ) -> list[tuple[int, str | None, str | None, dict[str, int]]]:
+        await self.catch_up()
         return await self._read(hour_counts, project_id, first, end)
 
     async def first_hour(self, project_id: int) -> int | None:
+        await self.catch_up()
         return await self._read(first_hour, project_id)

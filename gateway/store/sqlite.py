@@ -52,7 +52,7 @@ class SQLiteStore:
         self._thread: ThreadPoolExecutor | None = None
         self.outbox = Outbox(self._read, self._write)
         self.review = ReviewStore(self._read, self._write)
-        self.stats = Stats(self._read)
+        self.stats = Stats(self._read, self._write)
         self.alerts = Alerts(self._read, self._write)
         self._conn: sqlite3.Connection | None = None
         self._files: StoreFiles | None = None  # as opened, for the readiness probe
@@ -71,6 +71,7 @@ class SQLiteStore:
         if self._writer is not None:
             self._conn.execute("PRAGMA query_only = 1")
         self._files = StoreFiles(self.path)
+        await self.stats.catch_up()  # before any event is stored: see `rollups.catch_up` on a file without watermark
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -19,6 +19,7 @@ import collections
 import itertools
 import logging
 import os
+import select
 import signal
 import sqlite3
 import struct
@@ -31,7 +32,7 @@ import msgspec
 
 from gateway.schemas import TraceIn
 from gateway.store import EventRow, StoreUnavailable
-from gateway.store import alerts, outbox, review, salts
+from gateway.store import alerts, outbox, review, rollups, salts
 from gateway.store import tables as db
 from gateway.store.files import StoreFiles
 
@@ -78,7 +79,7 @@ class Meta(msgspec.Struct, tag="meta", array_like=True):
 
 
 Op = (InsertEvents | UpsertTrace | CreateProject | AddSecretKey | RevokeSecretKey | Meta | SaltOfDay | outbox.Job
-      | review.Job | alerts.Job)
+      | review.Job | alerts.Job | rollups.Job)
 
 
 def run_job(conn: sqlite3.Connection, op: Op) -> Any:
@@ -102,6 +103,8 @@ def run_job(conn: sqlite3.Connection, op: Op) -> Any:
         return review.run(conn, op)
     if isinstance(op, alerts.JOBS):
         return alerts.run(conn, op)
+    if isinstance(op, rollups.JOBS):
+        return rollups.run(conn, op)
     return db.meta(conn, op.name, op.default)
 
 
@@ -136,6 +139,7 @@ class _Committer:
         # (project_id, trace_id) -> row of the traces known to exist (traces are never deleted, their rows never
         # change); forgotten on a rollback, which may have undone a trace seen in the failed transaction.
         self.known_traces: dict[tuple[int, str], int] = {}
+        self.unfolded: float | None = None  # perf_counter of the first commit whose events the rollups lack
 
     def run(self, requests: list[Request]) -> list[Reply]:
         """Commit `requests` in as few transactions as `max_batch` allows; one reply each."""
@@ -184,9 +188,23 @@ class _Committer:
         if self.files is not None and (problem := self.files.problem()) is not None:
             return self._lose_files(batch, problem)
         self.commits += 1
+        if events and self.unfolded is None:
+            self.unfolded = started
         seconds = time.perf_counter() - started
         return [Reply(r.id, ok, result if ok else None, "" if ok else result, self.commits, weight, seconds)
                 for r in batch for ok, result in [results[r.id]]]
+
+    def catch_up(self) -> None:
+        """Fold the events committed so far into the rollups, in a transaction of its own between two commits."""
+        if self.lost_files is None:
+            try:
+                with db.transaction(self.conn):
+                    rollups.catch_up(self.conn)
+            except sqlite3.Error as exc:  # nothing lost: the next catch-up (or a read's) folds the same events
+                log.error("rollups catch-up failed: %s", exc)
+                self.unfolded = time.perf_counter()
+                return
+        self.unfolded = None
 
     def _lose_files(self, batch: list[Request], problem: str) -> list[Reply]:
         """The database or its WAL is no longer the file at its path: what this connection commits from now on
@@ -208,7 +226,16 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
     buffer = bytearray()
     # Read into one buffer kept for good: os.read(fd, 1 MiB) would map 1 MiB and unmap it again on every read.
     space = bytearray(1 << 20)
+    waiting = select.poll()
+    waiting.register(stdin, select.POLLIN)
     while True:
+        if committer.unfolded is not None:
+            # The rollups catch up once no request has come for FOLD_IDLE, and FOLD_EVERY after the first commit they
+            # lack at the latest: under load, one transaction of a second's events instead of work in every commit.
+            wait = min(FOLD_IDLE, committer.unfolded + FOLD_EVERY - time.perf_counter())
+            if wait <= 0 or not waiting.poll(wait * 1000):
+                committer.catch_up()
+                continue
         size = os.readv(stdin, [space])  # whatever has arrived: one request or hundreds
         if not size:
             return  # the gateway closed the pipe (or died): everything read has been answered
@@ -228,6 +255,10 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
         if catch_up is not None and catch_up.is_set():  # between commits, with everything read answered
             catch_up.clear()
             _checkpoint(conn)
+
+
+FOLD_IDLE = 0.05  # seconds; see serve (a read of the rollups does not wait for either: it asks for a catch-up)
+FOLD_EVERY = 1.0
 
 
 # A writer that never pauses never lets the WAL start over (frames committed during a background checkpoint are left
