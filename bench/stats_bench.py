@@ -4,15 +4,16 @@
 
 1. Seeds a fresh database through the `Store` interface with the demo's simulated traffic (`gateway.demo_history`:
    2 models × 2 templates, implicit signals, votes, outlier sessions), scaled to --events over --days days; the
-   rollups are built by the same commit hook as ingest.
+   writer folds the events into the rollups behind its watermark, as it does under ingest.
 2. Times one detector pass over every stream (`AlertWorker.pass_project`: read the state, the last completed hour's
    rollups, advance every (model × template) and whole-project stream × watched signal, save state and alerts), the
    state put back before each run; and, once, the first pass over the whole history.
 3. Serves the gateway in-process (its lifespan runs: writer process, drift task) and times
    `GET /v1/stats?group_by=model,template,day` over the whole range through HTTP (httpx on the ASGI app: auth,
    parsing, the store read, encoding), --runs times after one warm-up; and the same with `include_flagged=true`.
-4. Measures what the rollups add to the writer's commits: commits of 1 and of 20 events, in-process, with the time
-   spent in the rollups' commit hook.
+4. Times the catch-up a read waits for when the rollups lag: --backlog events (about a second of the heaviest ingest
+   benchmark) written to the seeded traces, then `store.stats.catch_up()` at once (the writer folds them in), --runs
+   times. What the rollups cost a commit: bench/profile_commit.py.
 With --check, also checks the rollups' answer against `rates.compute_stats` over the whole log. Prints the medians
 as Markdown for docs/benchmarks.md.
 """
@@ -26,7 +27,6 @@ import os
 import platform
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -44,14 +44,13 @@ from gateway.alerts import AlertWorker  # noqa: E402
 from gateway.analytics.drift import DriftSettings  # noqa: E402
 from gateway.analytics.rates import StatsQuery, compute_stats  # noqa: E402
 from gateway.app import create_app  # noqa: E402
-from gateway.schemas import TraceIn  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from gateway.store import EventRow, create_store, rollups, tables  # noqa: E402
 
 EVENTS_PER_IMPRESSION_HOUR = 91_541 / (14 * 24 * 4 * demo_history.PER_HOUR)  # measured on the demo's simulation
 
 
-async def seed(db: str, events: int, days: int, end: int) -> tuple[int, str, int]:
+async def seed(db: str, events: int, days: int, end: int) -> tuple[int, str, int, int]:
     per_hour = round(events / (days * 24 * len(demo_history.MODELS) * len(demo_history.TEMPLATES)
                                * EVENTS_PER_IMPRESSION_HOUR))
     store = create_store(Settings.load(environ={}, db=db))
@@ -59,11 +58,11 @@ async def seed(db: str, events: int, days: int, end: int) -> tuple[int, str, int
     try:
         project, secret = await store.create_project(name="bench", origins=["*"])
         began = time.perf_counter()
-        _, written = await demo_history.seed_history(store, project.id, end, days=days, per_hour=per_hour)
+        traces, written = await demo_history.seed_history(store, project.id, end, days=days, per_hour=per_hour)
         print(f"seeded {written:,} events in {time.perf_counter() - began:.1f} s", file=sys.stderr)
     finally:
         await store.close()
-    return project.id, secret, written
+    return project.id, secret, written, traces
 
 
 def median_ms(samples: list[float]) -> float:
@@ -120,53 +119,40 @@ async def measure_stats(db: str, secret: str, runs: int) -> dict[str, float]:
     return results
 
 
-def measure_commit_cost(folder: str, commits: int = 1000) -> dict[str, float]:
-    """What the rollups add to a commit: commits of 1 and of 20 events (shown, copied, feedback, regenerated on 20,000
-    traces × 500 sessions) run in-process as the writer runs them, timing `rollups.after_events` inside each."""
-    spent = [0.0]
-    hook = rollups.after_events
+def measure_catch_up(db: str, project_id: int, traces: int, backlog: int, runs: int) -> dict[str, float]:
+    """Write `backlog` events to the seeded traces, then ask for a catch-up at once; its median time and size."""
+    store = create_store(Settings.load(environ={}, db=db))
+    rng = random.Random(3)
 
-    def timed(conn: sqlite3.Connection, first: int, last: int) -> None:
-        began = time.perf_counter()
-        hook(conn, first, last)
-        spent[0] += time.perf_counter() - began
-
-    results = {}
-    with contextlib.closing(tables.connect(os.path.join(folder, "commits.db"), synchronous="NORMAL")) as conn:
-        with tables.transaction(conn):
-            project, _ = tables.create_project(conn, name="commits", origins=["*"])
-            for i in range(20_000):
-                tables.upsert_trace(conn, project.id, TraceIn(trace_id=f"t{i}", session_id="s", model="m",
-                                                              template="t", ts=1_790_000_000_000 + i * 1000))
-        rng = random.Random(7)
-        rollups.after_events = timed  # type: ignore[assignment]
-        tables._after_events.cache_clear()
+    async def run() -> dict[str, float]:
+        await store.open()
         try:
-            for per in (1, 20):
-                spent[0], total, known = 0.0, 0.0, {}
-                for _ in range(commits):
-                    rows = []
-                    for _ in range(per):
-                        kind = rng.choice(("shown", "copied", "feedback", "regenerated"))
-                        rows.append(EventRow(id=str(uuid.uuid4()), trace_id=f"t{rng.randrange(20_000)}",
-                                             session_id=f"s{rng.randrange(500)}", type=kind,
-                                             value=1 if kind == "feedback" else None, reason=None, comment=None,
-                                             props=None, ts=1, ip_hash="h"))
-                    began = time.perf_counter()
-                    with tables.transaction(conn):
-                        tables.insert_event_batches(conn, [(project.id, rows)], known)
-                    total += time.perf_counter() - began
-                results[f"commit_{per}"] = total / commits * 1e6
-                results[f"rollups_{per}"] = spent[0] / commits * 1e6
+            samples, sizes = [], []
+            while len(samples) < runs:
+                rows = [EventRow(id=uuid.uuid4(), trace_id=f"demo-{rng.randrange(traces - 100)}",
+                                 session_id=f"late-{rng.randrange(5000)}", type=rng.choice(("shown", "copied")),
+                                 value=None, reason=None, comment=None, props=None, ts=int(time.time() * 1000),
+                                 ip_hash="bench") for _ in range(backlog)]
+                await asyncio.gather(*(store.write_events(project_id, rows[i:i + 2000])
+                                       for i in range(0, backlog, 2000)))
+                began = time.perf_counter()
+                folded = await store.stats.catch_up()
+                took = time.perf_counter() - began
+                if folded >= backlog:  # not when the writer, idle a moment, caught up by itself first
+                    samples.append(took)
+                    sizes.append(folded)
+            return {"catch_up": median_ms(samples), "catch_up_events": statistics.median(sizes)}
         finally:
-            rollups.after_events = hook  # type: ignore[assignment]
-            tables._after_events.cache_clear()
-    return results
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def check(db: str, project_id: int) -> None:
     """The rollups' answer equals the recount from the log (once: the recount takes a while)."""
     with contextlib.closing(tables.connect(db)) as conn:
+        with tables.transaction(conn):
+            rollups.catch_up(conn)
         query = StatsQuery(group_by=("model", "template", "day"))
         assert msgspec.json.encode(rollups.stats(conn, project_id, query)) == \
             msgspec.json.encode(compute_stats(rollups.log_rows(conn, project_id), query))
@@ -177,6 +163,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--backlog", type=int, default=45_000, help="events a measured catch-up folds")
     parser.add_argument("--db", help="database path (default: a temporary file)")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument("--check", action="store_true",
@@ -185,12 +172,12 @@ def main() -> int:
     end = int(time.time()) // 3600 * 3600
     folder = tempfile.mkdtemp(prefix="bc-stats-bench-")
     db = args.db or os.path.join(folder, "bench.db")
-    project_id, secret, written = asyncio.run(seed(db, args.events, args.days, end))
+    project_id, secret, written, traces = asyncio.run(seed(db, args.events, args.days, end))
     if args.check:
         check(db, project_id)
-    results = measure_commit_cost(folder)
-    results.update(asyncio.run(measure_passes(db, project_id, end, args.runs)))
+    results = asyncio.run(measure_passes(db, project_id, end, args.runs))
     results.update(asyncio.run(measure_stats(db, secret, args.runs)))
+    results.update(measure_catch_up(db, project_id, traces, args.backlog, args.runs))
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
         for suffix in ("", "-wal", "-shm"):
@@ -206,9 +193,8 @@ def main() -> int:
     print(f"| the same with `include_flagged=true` | {results['stats_flagged']:.1f} ms |")
     print(f"| one detector pass over all {results['streams']} streams (one completed hour) | {results['pass']:.1f} ms |")
     print(f"| the first pass over the whole history (once) | {results['first_pass']:.0f} ms |")
-    for per in (1, 20):
-        print(f"| a commit of {per} event{'s' if per > 1 else ''} (in-process, `synchronous=NORMAL`): all / of which "
-              f"rollups | {results[f'commit_{per}']:.0f} µs / {results[f'rollups_{per}']:.0f} µs |")
+    print(f"| a catch-up of {results['catch_up_events']:,.0f} events (`store.stats.catch_up()` through the writer) | "
+          f"{results['catch_up']:.0f} ms |")
     return 0
 
 

@@ -105,8 +105,12 @@ def _op(summary: str, *, ok: dict[str, Any], errors: tuple[str, ...] = (), secur
     return operation
 
 
+_DIMENSION = rf"\s*({'|'.join(DIMENSIONS)})?\s*"
+_GROUP_BY = rf"^{_DIMENSION}(,{_DIMENSION})*$"
+
+
 def _time(name: str, what: str) -> dict[str, Any]:
-    return _query(name, {"type": "string", "maxLength": 40},
+    return _query(name, {"type": "string"},
                   f"{what}: ISO 8601 (a time without a zone is UTC), ms since the epoch, or a duration before now "
                   "(`7d`, `24h`, `30m`)")
 
@@ -182,7 +186,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/stats": {"get": _op(
                 "Signal rates with Wilson 95% intervals, per group; each parameter at most once", security=SECRET,
                 parameters=[
-                    _query("group_by", {"type": "string", "maxLength": 200},
+                    _query("group_by", {"type": "string", "maxLength": 200, "pattern": _GROUP_BY},
                            f"Comma list of {', '.join(f'`{d}`' for d in DIMENSIONS)}, each at most once"),
                     _query("from", {"type": "string", "maxLength": 40},
                            "Inclusive, on the trace's `ts`: ISO 8601 (UTC without an offset) or ms since the epoch"),

@@ -90,10 +90,6 @@ INSERT INTO meta (name, value) VALUES ('rollups_folded', '0') ON CONFLICT DO NOT
 
 _encode = msgspec.json.Encoder().encode
 
-# (trace row, session id, type, value, reason, client ts): one stored event, in commit order.
-Accepted = tuple[int, str, str, "int | None", "str | None", int]
-
-
 class _Impression:
     """An impression's state: where it counts (group, trace ts) and what it counts (signals, vote, reason)."""
 
@@ -168,22 +164,26 @@ def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, st
     return {label: ids[key] for label, key in keys.items()}
 
 
-def fold(conn: sqlite3.Connection, events: Sequence[Accepted]) -> None:
-    """Fold accepted events, in commit order, into the rollups (inside the caller's transaction)."""
-    if not events:
+# Per impression with events in a seq range: its signals (the distinct bits of its events' types), and its newest
+# vote there (by client ts; the later event on a tie, as the votes table decides).
+_NEW_SIGNALS = (
+    f"SELECT trace, session_id, sum(DISTINCT CASE type {' '.join(f'WHEN {n!r} THEN {b}' for n, b in BIT.items())}"
+    " ELSE 0 END) FROM events WHERE seq > ? AND seq <= ? GROUP BY trace, session_id")
+_NEW_VOTES = (
+    "SELECT trace, session_id, value, ts, reason FROM (SELECT trace, session_id, value, ts, reason, row_number()"
+    " OVER (PARTITION BY trace, session_id ORDER BY ts DESC, seq DESC) AS newest FROM events"
+    " WHERE seq > ? AND seq <= ? AND type = 'feedback') WHERE newest = 1")
+
+
+def fold(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
+    """Fold the events with `first_seq < seq <= last_seq` into the rollups (inside the caller's transaction)."""
+    batch: dict[tuple[int, str], list[Any]] = {  # signals, vote, vote ts, reason
+        (trace, session): [signals, None, None, None]
+        for trace, session, signals in conn.execute(_NEW_SIGNALS, (first_seq, last_seq))}
+    if not batch:
         return
-    # Per impression: the signals and the newest vote of these events (by client ts; the later event on a tie, as
-    # the votes table decides).
-    batch: dict[tuple[int, str], list[Any]] = {}
-    for trace, session, kind, value, reason, ts in events:
-        change = batch.get((trace, session))
-        if change is None:
-            change = batch[trace, session] = [0, None, None, None]  # signals, vote, vote ts, reason
-        if kind == "feedback":
-            if change[1] is None or ts >= change[2]:
-                change[1:] = value, ts, reason
-        else:
-            change[0] |= BIT.get(kind, 0)
+    for trace, session, value, ts, reason in conn.execute(_NEW_VOTES, (first_seq, last_seq)):
+        batch[trace, session][1:] = value, ts, reason
     stored = {(row[0], row[1]): _Impression(*row[2:]) for row in conn.execute(
         _TOUCHED, (_encode([list(key) for key in batch]),))}
     new_traces = {trace for trace, session in batch if (trace, session) not in stored}
@@ -213,12 +213,11 @@ def fold(conn: sqlite3.Connection, events: Sequence[Accepted]) -> None:
     deltas.write(conn)
 
 
-_NEW_EVENTS = "SELECT trace, session_id, type, value, reason, ts FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
 _LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 _FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
 _SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
                " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-SLICE = 100_000  # events folded per statement set: bounds the memory of a long catch-up
+SLICE = 100_000  # seqs folded at a time: bounds the memory of a long catch-up (the upgrade's backfill)
 
 
 def watermark(conn: sqlite3.Connection) -> int | None:
@@ -238,7 +237,7 @@ def catch_up(conn: sqlite3.Connection) -> int:
         conn.execute(_SET_FOLDED, (str(last),))
         return 0
     for first in range(folded, last, SLICE):
-        fold(conn, conn.execute(_NEW_EVENTS, (first, min(first + SLICE, last))).fetchall())
+        fold(conn, first, min(first + SLICE, last))
     if last != folded:
         conn.execute(_SET_FOLDED, (str(last),))
     return last - folded

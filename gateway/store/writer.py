@@ -8,6 +8,7 @@ Protocol over the child's stdin/stdout: frames of a 4-byte big-endian length and
 `Request`s; the child reads whatever has arrived, runs it all in ONE transaction (single jobs each in a savepoint,
 all events in one bulk insert), COMMITs, and only then answers: one frame with a `Reply` per request. While it
 commits, new requests queue in the pipe and ride the next commit: the busier the gateway, the bigger each commit.
+Between commits it folds the events stored into the rollups, in a transaction of its own (`FOLD_IDLE`, `FOLD_EVERY`).
 When the parent goes away (stdin closes), the child finishes what it read and exits.
 """
 
