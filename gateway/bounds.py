@@ -8,7 +8,7 @@ import math
 import re
 from array import array
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -71,6 +71,18 @@ def check_json(value: Any, *, max_depth: int = MAX_METADATA_DEPTH, max_bytes: in
     if size > max_bytes:
         return f"{size} bytes encoded; at most {max_bytes}"
     return None
+
+
+class ClockWindow(NamedTuple):
+    """The client times believed for a request received at `received` (ms): from `earliest` to `latest`."""
+
+    earliest: int
+    latest: int
+    received: int
+
+    @classmethod
+    def at(cls, received_ms: int) -> ClockWindow:
+        return cls(received_ms - TS_PAST_MS, received_ms + TS_FUTURE_MS, received_ms)
 
 
 def ts_within_window(client_ms: int, received_ms: int) -> bool:

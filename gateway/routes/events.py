@@ -37,6 +37,8 @@ _decode_typed_batch = msgspec.json.Decoder(TypedEventBatch).decode
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode
 _encode_props = msgspec.json.Encoder().encode
+# The props that are whole numbers, which a client may have written as 5.0 (see schemas._whole); stored as ints.
+_WHOLE_PROPS = frozenset(("dwell_ms", "length", "attempt"))
 # Per event class: its type tag and the fields kept in the row's `props`.
 _KINDS = {cls: (cls.__struct_config__.tag, names) for cls, names in EVENT_PROPS.items()}
 
@@ -96,9 +98,10 @@ def _decode(raw: bytes) -> Event | _Undecodable:
         return _Undecodable("", "invalid_event")
 
 
-def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float
-           ) -> EventRow | str:
-    """The row to store for a decoded event, or the error code it is rejected with."""
+def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float,
+           clock: tuple[int, int, int]) -> EventRow | str:
+    """The row to store for a decoded event, or the error code it is rejected with. `clock` is the request's
+    `bounds.ClockWindow`: (earliest, latest, received) in ms."""
     if event.token is not None:
         token_claims = claims.get(event.token)
         if token_claims is None or not tokens.binds(token_claims, project.public_key, event.trace_id, now):
@@ -124,10 +127,15 @@ def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_
         if (prop := getattr(event, name)) is not None:
             if props is None:
                 props = {}
-            props[name] = prop
+            props[name] = int(prop) if type(prop) is float and name in _WHOLE_PROPS else prop
+    earliest, latest, received = clock
+    ts = event.ts
+    if not earliest <= ts <= latest:  # bounds.event_time's rule, its window computed once per request
+        ts = received
+    elif type(ts) is float:
+        ts = int(ts)
     return EventRow(event.id, event.trace_id, session_id, kind, value, reason, comment,
-                    _encode_props(props).decode() if props else None, bounds.event_time(event.ts, int(now * 1000)),
-                    ip_hash)
+                    _encode_props(props).decode() if props else None, ts, ip_hash)
 
 
 class EventsEndpoint:
@@ -225,11 +233,12 @@ async def _post_events(gateway: Gateway, scope: Scope, receive: Receive, headers
     rows: list[EventRow] = []
     places: list[int] = []  # each row's index in results
     now = time.time()
+    clock = bounds.ClockWindow.at(int(now * 1000))
     for event in events:
         if type(event) is _Undecodable:
             results.append(EventResult(event.id, "rejected", event.error))
             continue
-        row = _check(event, project, claims, ip_hash, now)
+        row = _check(event, project, claims, ip_hash, now, clock)
         if type(row) is str:
             results.append(EventResult(event.id, "rejected", row))
         else:
