@@ -88,8 +88,14 @@ def loaded_modules(pid: int) -> dict[str, bool]:
     return {"uvloop": "uvloop/loop." in maps, "httptools": "httptools/parser/parser." in maps}
 
 
+METRICS_TOKEN = "bench-metrics-token-0123456789"
+ENCRYPTION_KEY = "bench-encryption-key-0123456789abcdef"
+FORWARDED = "feedback,copied,edited,regenerated,rephrased,abandoned,accepted"  # every signal a destination can take
+
+
 def metrics(port: int) -> dict[str, float]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5,
+                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -141,10 +147,11 @@ def machine(workdir: Path) -> dict[str, Any]:
 class Servers:
     """The two servers and every child process; all of them are stopped on exit, even on error."""
 
-    def __init__(self, workdir: Path, pin: bool) -> None:
+    def __init__(self, workdir: Path, pin: bool, destination: bool = False) -> None:
         self.workdir = workdir
         self.db = workdir / "bench.db"
         self.pin = pin
+        self.destination = destination
         self.processes: list[subprocess.Popen] = []
 
     def spawn(self, argv: list[str], *, server: bool, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen:
@@ -164,7 +171,18 @@ class Servers:
              "--db", str(self.db)], cwd=ROOT, check=True, capture_output=True, text=True).stdout)
         self.public_key, self.secret_key = project["public_key"], project["secret_key"]
         env = {"BACKCHANNEL_LIMIT_SESSION": UNLIMITED, "BACKCHANNEL_LIMIT_IP": UNLIMITED,
-               "BACKCHANNEL_LIMIT_PROJECT": UNLIMITED, "BACKCHANNEL_LOG_LEVEL": "warning"}
+               "BACKCHANNEL_LIMIT_PROJECT": UNLIMITED, "BACKCHANNEL_LOG_LEVEL": "warning",
+               "BACKCHANNEL_METRICS_TOKEN": METRICS_TOKEN, "BACKCHANNEL_ENCRYPTION_KEY": ENCRYPTION_KEY}
+        if self.destination:  # every accepted signal is also forwarded, PostHog-style, to a sink on this machine
+            self.sink_port = free_port()
+            self.sink = self.spawn([sys.executable, "-m", "uvicorn", "bench.sink_app:app", "--host", "127.0.0.1",
+                                    "--port", str(self.sink_port), "--workers", "1", "--loop", "uvloop",
+                                    "--http", "httptools", "--no-access-log", "--log-level", "warning"], server=True)
+            wait_listening(self.sink_port, self.sink)
+            subprocess.run([sys.executable, "-m", "gateway", "destination", "add", "--project", self.public_key,
+                            "--kind", "posthog", "--url", f"http://127.0.0.1:{self.sink_port}", "--api-key",
+                            "phc_bench", "--signals", FORWARDED, "--db", str(self.db)], cwd=ROOT, check=True,
+                           capture_output=True, env={**os.environ, **env})
         self.gateway = self.spawn([sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1",
                                    "--port", str(self.gateway_port), "--db", str(self.db)], server=True, env=env)
         wait_listening(self.bare_port, self.bare)
@@ -293,6 +311,8 @@ def report(results: dict[str, Any]) -> str:
     lines.append(f"{'OK  ' if check['ok'] else 'FAIL'}  stored events {check['stored']:,} = gateway answered accepted "
                  f"{check['server_accepted']:,}; clients saw {check['client_accepted']:,} accepted, "
                  f"{check['client_bad_requests']} bad answers")
+    if "forwarded" in check:
+        lines.append(f"      forwarded to the destination by the end: {check['forwarded']:,} records")
     return "\n".join(lines)
 
 
@@ -313,10 +333,12 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {', '.join(SCENARIOS)} (targets need all of them)")
     parser.add_argument("--json", type=Path, default=BENCH / "results.json", help="where to write the results")
+    parser.add_argument("--destination", action="store_true",
+                        help="forward every accepted signal to one (PostHog-style) destination, served on this machine")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="backchannel-bench-") as tmp:
-        servers = Servers(Path(tmp), args.pin)
+        servers = Servers(Path(tmp), args.pin, args.destination)
         try:
             return _run(servers, Path(tmp), args)
         finally:
@@ -399,6 +421,8 @@ def _run(servers: Servers, tmp: Path, args: argparse.Namespace) -> int:
                   "ok": stored == server_accepted and client_accepted <= server_accepted and server_other == 0
                   and client_bad == 0}
 
+    if args.destination:
+        durability["forwarded"] = int(server_metrics.get("backchannel_forward_delivered_total", 0))
     targets = _targets(scenarios, args) if set(SCENARIOS) <= set(scenarios) else []
     results = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
