@@ -107,6 +107,7 @@ def _op(summary: str, *, ok: dict[str, Any], errors: tuple[str, ...] = (), secur
 
 _DIMENSION = rf"\s*({'|'.join(DIMENSIONS)})?\s*"
 _GROUP_BY = rf"^{_DIMENSION}(,{_DIMENSION})*$"
+_FLAG = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)?$"  # in any case; empty is false
 
 
 def _time(name: str, what: str) -> dict[str, Any]:
@@ -191,9 +192,10 @@ def openapi_document() -> dict[str, Any]:
                     _query("from", {"type": "string", "maxLength": 40},
                            "Inclusive, on the trace's `ts`: ISO 8601 (UTC without an offset) or ms since the epoch"),
                     _query("to", {"type": "string", "maxLength": 40}, "Exclusive, after `from`; as `from`"),
-                    _query("include_flagged", {"type": "string", "enum": ["true", "false", "1", "0"]},
+                    _query("include_flagged", {"type": "string", "pattern": _FLAG},
                            "Count sessions flagged as outliers too (default false)"),
-                    _query("model", {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS}, "Only this model"),
+                    _query("model", {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS},
+                           "Only this model"),
                     _query("template", {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS},
                            "Only this template")],
                 ok={"200": ("The rates", _json(s["StatsAnswer"]))}, errors=("invalid_parameter",))},

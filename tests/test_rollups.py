@@ -169,6 +169,23 @@ async def test_the_writer_catches_up_by_itself_when_idle(tmp_path):
         await store.close()
 
 
+async def test_the_writer_catches_up_under_continuous_writes(tmp_path):
+    # Writes closer together than FOLD_IDLE: the writer is never idle, so the rollups move at FOLD_EVERY at the latest.
+    path = str(tmp_path / "bc.db")
+    store = create_store(Settings.load(environ={}, db=path))
+    await store.open()
+    try:
+        rng = random.Random(8)
+        project_id = await logged_project(store, rng)
+        deadline = time.monotonic() + 20
+        while not (counted(path, project_id)[2] or 0) > 0:
+            assert time.monotonic() < deadline, "the rollups did not move while events kept coming"
+            await store.write_events(project_id, stored_events(rng, 1))
+            await asyncio.sleep(0.005)
+    finally:
+        await store.close()
+
+
 async def test_a_file_whose_rollups_were_kept_in_each_commit_gets_a_watermark_at_its_last_event(tmp_path):
     path = str(tmp_path / "bc.db")
     rng = random.Random(7)

@@ -7,7 +7,7 @@ import ipaddress
 import time
 import urllib.parse
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import httpx
 
@@ -22,7 +22,8 @@ MAX_URL_CHARS = 2000
 MAX_PER_PROJECT = 20  # each is a task of the delivery worker, reading its queue
 Key = Annotated[str, Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x20]+$")]
 Url = Annotated[str, Meta(min_length=1, max_length=MAX_URL_CHARS)]
-Signal = Annotated[str, Meta(max_length=32)]
+Signal = Literal["feedback", "copied", "edited", "regenerated", "rephrased", "abandoned", "accepted"]
+assert get_args(Signal) == SIGNALS, "the API's signal names are the forwarding module's"
 
 
 class _New(Struct, tag_field="kind", forbid_unknown_fields=True, kw_only=True):

@@ -12,15 +12,15 @@ impression; votes count as the impression's current vote; reasons follow the cur
 - the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
 The commits that store events do not touch the rollups (acknowledging an event costs nothing here). `catch_up` folds
-the events after the watermark in, in slices: the writer runs it between commits once it has been idle a moment or
-at the latest a second after a commit left events unfolded (`writer.serve`), and every read here (`Stats`) first asks
-the writer to catch up, so an answer counts every event acknowledged before it was asked for. `fold` costs one read of
-the touched impressions, one of the new impressions' traces and groups, and one batched upsert per table for the
-whole slice; an event that changes nothing (a repeated `copied`) writes nothing. `retrace` moves a trace's folded
-impressions when the trace is re-logged with another model, template, version or `ts` (events not folded yet are
-folded with the trace as it is then). Both keep this invariant, which tests/test_rollups.py checks against
-`rates.compute_stats` over the log: the rollups are the sums of the impressions' contributions, and the impressions
-are those of the events up to the watermark.
+the events after the watermark in, in slices: the writer runs it between commits once it has been idle a moment or at
+the latest a second after a commit left events unfolded (`writer.serve`), and every read here (`Stats`) first asks the
+writer to catch up, so an answer counts every event acknowledged before it was asked for. `fold` reads the new events
+summed per impression in SQL (signals, newest vote), then the touched impressions and the new ones' traces and groups,
+and writes one batched upsert per table, for a whole slice at once; an impression whose events change nothing (a
+repeated `copied`) writes nothing. `retrace` moves a trace's folded impressions when the trace is re-logged with
+another model, template, version or `ts` (events not folded yet are folded with the trace as it is then). Both keep
+this invariant, which tests/test_rollups.py checks against `rates.compute_stats` over the log: the rollups are the sums
+of the impressions' contributions, and the impressions are those of the events up to the watermark.
 
 `stats` answers from whole hours of `rollup_hours` and counts the partial hours at either end of a range from
 `impressions`; flagged sessions (`rates` docstring) are found among the range's voted impressions and, unless asked
@@ -89,6 +89,7 @@ INSERT INTO meta (name, value) VALUES ('rollups_folded', '0') ON CONFLICT DO NOT
 """
 
 _encode = msgspec.json.Encoder().encode
+
 
 class _Impression:
     """An impression's state: where it counts (group, trace ts) and what it counts (signals, vote, reason)."""

@@ -197,15 +197,13 @@ class _Committer:
 
     def catch_up(self) -> None:
         """Fold the events committed so far into the rollups, in a transaction of its own between two commits."""
+        self.unfolded = None  # also on failure: the next commit with events tries again, and a read's catch-up does
         if self.lost_files is None:
             try:
                 with db.transaction(self.conn):
                     rollups.catch_up(self.conn)
-            except sqlite3.Error as exc:  # nothing lost: the next catch-up (or a read's) folds the same events
+            except sqlite3.Error as exc:  # nothing lost: the next catch-up folds the same events
                 log.error("rollups catch-up failed: %s", exc)
-                self.unfolded = time.perf_counter()
-                return
-        self.unfolded = None
 
     def _lose_files(self, batch: list[Request], problem: str) -> list[Reply]:
         """The database or its WAL is no longer the file at its path: what this connection commits from now on
