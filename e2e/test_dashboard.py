@@ -57,7 +57,7 @@ def test_dashboard_shows_the_seeded_regression(new_context, stack: Stack, artifa
     assert context.cookies()[0]["httpOnly"] is True
 
     charts = page.locator('svg[role="img"]')
-    assert charts.count() == 11  # a rate chart per signal (9), coverage, reasons
+    assert charts.count() == 12  # a rate chart per signal (10), coverage, reasons
     labels = [charts.nth(i).get_attribute("aria-label") for i in range(charts.count())]
     down = next(label for label in labels if label.startswith("Thumbs-down rate"))
     assert re.search(r"model-b · \w+ rose from", down), down

@@ -78,8 +78,10 @@ def test_hand_count_without_flagged_sessions():
     answer = compute_stats(ROWS, StatsQuery())
     assert answer.flagged_sessions == 1 and flagged_session_ids(ROWS, StatsQuery()) == {"bot"}
     assert [g.key for g in answer.groups] == [{}]
+    # implicit_any: t1·s1, t1·s2, t2·s1, t3·s1 (two signals, once), t3·s3, t4·s1; t2·s2 only voted
     assert counts(answer) == (28, {"feedback_up": 20, "feedback_down": 4, "feedback_any": 24, "copied": 2,
-                                   "edited": 1, "regenerated": 1, "rephrased": 1, "abandoned": 1, "accepted": 1},
+                                   "edited": 1, "regenerated": 1, "rephrased": 1, "abandoned": 1, "accepted": 1,
+                                   "implicit_any": 6},
                               {"other": 1, "too_long": 1, "wrong_information": 1})
     stats = answer.groups[0].signals
     assert list(stats) == list(SIGNALS)
@@ -91,8 +93,25 @@ def test_hand_count_with_flagged_sessions():
     answer = compute_stats(ROWS, StatsQuery(include_flagged=True))
     assert answer.flagged_sessions == 1
     shown, signals, reasons = counts(answer)
-    assert (shown, signals["feedback_down"], signals["feedback_any"]) == (38, 14, 34)
+    assert (shown, signals["feedback_down"], signals["feedback_any"], signals["implicit_any"]) == (38, 14, 34, 6)
     assert list(reasons.items()) == [("other", 11), ("too_long", 1), ("wrong_information", 1)]  # most first
+
+
+def test_implicit_any_counts_an_impression_with_any_implicit_signal_once():
+    rows = [
+        ev("t1", "s1", "copied"), ev("t1", "s1", "edited"), ev("t1", "s1", "copied"),  # two kinds and a repeat: 1
+        ev("t1", "s2", "feedback", 1, 1),  # only a vote: 0
+        ev("t1", "s3", "shown"),  # only shown: 0
+        ev("t2", "s1", "shown"), ev("t2", "s1", "abandoned"), ev("t2", "s1", "feedback", 1, 0),  # 1
+    ]
+    answer = compute_stats(rows, StatsQuery())
+    assert counts(answer) == (4, {"copied": 1, "edited": 1, "abandoned": 1, "implicit_any": 2, "feedback_up": 1,
+                                  "feedback_down": 1, "feedback_any": 2}, {})
+    implicit = answer.groups[0].signals["implicit_any"]
+    assert implicit.rate == 0.5 and implicit.ci == pytest.approx((0.150038988, 0.849961012), abs=1e-6)  # by hand
+    by_template = compute_stats(rows, StatsQuery(group_by=("template",)))
+    assert [(g.key, g.signals["implicit_any"].count) for g in by_template.groups] == [
+        ({"template": "x"}, 1), ({"template": "y"}, 1)]
 
 
 def test_groups_by_trace_fields_and_days():

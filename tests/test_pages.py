@@ -466,6 +466,8 @@ def test_coverage_is_a_lower_bound_without_implicit_any(provider):
                             "group_by": "model,template,hour"})
     with_any = dashboard_context(stats, {}, filters, now=NOW)
     assert not with_any["coverage_lower_bound"] and "at least" not in with_any["coverage_svg"]
+    exact = sum(g["signals"]["implicit_any"]["count"] for g in stats["groups"])
+    assert with_any["tiles"]["implicit"] == f"{exact / sum(g['shown'] for g in stats['groups']) * 100:.1f}%"
     for group in stats["groups"]:
         del group["signals"]["implicit_any"]
     without = dashboard_context(stats, {}, filters, now=NOW)

@@ -82,9 +82,11 @@ async def test_counts_by_model_leave_the_flagged_session_out(gateway):
     assert body["flagged_sessions"] == 1 and body["from"] is None and body["to"] is None
     a, b = body["groups"]
     assert a["key"] == {"model": "model-a"} and b["key"] == {"model": "model-b"}
-    assert summary(a) == (2, {"feedback_down": 2, "feedback_any": 2, "copied": 1, "regenerated": 1},
+    # implicit_any: t1 · s1 and t1 · s2; t2 · s3 and t3 · s2 (t2 · s1 only voted)
+    assert summary(a) == (2, {"feedback_down": 2, "feedback_any": 2, "copied": 1, "regenerated": 1, "implicit_any": 2},
                           {"too_long": 1, "wrong_information": 1})
-    assert summary(b) == (3, {"feedback_up": 1, "feedback_any": 1, "rephrased": 1, "abandoned": 1}, {})
+    assert summary(b) == (3, {"feedback_up": 1, "feedback_any": 1, "rephrased": 1, "abandoned": 1, "implicit_any": 2},
+                          {})
     assert set(a["signals"]) == set(SIGNALS)
     assert a["signals"]["feedback_down"]["rate"] == 1.0
     assert a["signals"]["feedback_down"]["ci"] == pytest.approx([0.342380224, 1.0], abs=1e-6)
@@ -99,7 +101,7 @@ async def test_include_flagged_keeps_the_session(gateway):
     assert body["flagged_sessions"] == 1
     b = body["groups"][1]
     assert summary(b) == (13, {"feedback_up": 1, "feedback_down": 10, "feedback_any": 11, "rephrased": 1,
-                               "abandoned": 1}, {"other": 10})
+                               "abandoned": 1, "implicit_any": 2}, {"other": 10})
     assert b["signals"]["feedback_down"]["ci"] == pytest.approx([0.497436238, 0.918204713], abs=1e-6)
     assert b["signals"]["feedback_any"]["ci"] == pytest.approx([0.577653687, 0.956741822], abs=1e-6)
 
@@ -140,7 +142,7 @@ async def test_filters(gateway):
     assert [(g["key"], g["shown"]) for g in body["groups"]] == [({"template": "answer"}, 12),
                                                                ({"template": "summarize"}, 1)]
     body = (await get(gateway, template="summarize")).json()
-    assert summary(body["groups"][0]) == (1, {"abandoned": 1}, {})
+    assert summary(body["groups"][0]) == (1, {"abandoned": 1, "implicit_any": 1}, {})
     assert (await get(gateway, model="nobody")).json()["groups"] == []
 
 

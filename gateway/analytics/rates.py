@@ -14,7 +14,9 @@ Definitions (issue 11; the route adds parsing and the wire form):
 - A signal's count is the number of impressions with at least one event of that type (repeats count once).
   `feedback_up` / `feedback_down` count impressions whose *current* vote is up (value 1) / down (value 0);
   `feedback_any` those with any vote. The current vote is the newest by client `ts`; on equal `ts` the later-stored
-  row wins (the store's rule: `WHERE excluded.ts >= votes.ts`).
+  row wins (the store's rule: `WHERE excluded.ts >= votes.ts`). `implicit_any` counts the impressions with at least
+  one event of any `IMPLICIT_SIGNALS` type (one with several counts once; a vote is not one): with `feedback_any`,
+  the explicit vs implicit coverage.
 - `reasons` counts the reason codes of current down votes (an up vote's reason, or a down vote's reason that a newer
   vote replaced, is not counted; a down vote without a reason adds nothing).
 - Groups come from the trace's `model`, `template`, `template_version`, and its `ts` (when the response was made)
@@ -39,7 +41,8 @@ from msgspec import Struct
 from gateway.analytics.intervals import wilson
 
 IMPLICIT_SIGNALS: tuple[str, ...] = ("copied", "edited", "regenerated", "rephrased", "abandoned", "accepted")
-SIGNALS: tuple[str, ...] = ("feedback_up", "feedback_down", "feedback_any", *IMPLICIT_SIGNALS)
+IMPLICIT_ANY = "implicit_any"
+SIGNALS: tuple[str, ...] = ("feedback_up", "feedback_down", "feedback_any", *IMPLICIT_SIGNALS, IMPLICIT_ANY)
 Dimension = Literal["model", "template", "template_version", "day", "hour"]
 DIMENSIONS: tuple[str, ...] = ("model", "template", "template_version", "day", "hour")
 OUTLIER_MIN_VOTES = 10
@@ -164,6 +167,8 @@ def group_key(row: LogRow, group_by: tuple[str, ...]) -> GroupKey:
 
 def _impression_signals(impression: _Impression) -> list[str]:
     names = [t for t in IMPLICIT_SIGNALS if t in impression.types]
+    if names:
+        names.append(IMPLICIT_ANY)
     if impression.vote is not None:
         names.append("feedback_any")
         names.append("feedback_up" if impression.vote.value == UP else "feedback_down")

@@ -21,7 +21,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 from gateway.analytics.intervals import wilson
-from gateway.analytics.rates import IMPLICIT_SIGNALS
+from gateway.analytics.rates import IMPLICIT_ANY, IMPLICIT_SIGNALS
 from gateway.pages import charts
 from gateway.pages.templates import render
 
@@ -38,9 +38,9 @@ SIGNALS: dict[str, str] = {
     "feedback_up": "Thumbs-up",
     "copied": "Copied",
     "accepted": "Accepted",
+    IMPLICIT_ANY: "Any implicit signal",
     "feedback_any": "Any vote",
 }
-IMPLICIT_ANY = "implicit_any"  # impressions with at least one implicit signal, if the stats answer carries it
 RANGES: dict[str, tuple[str, int]] = {
     "24h": ("Last 24 hours", 86400),
     "7d": ("Last 7 days", 7 * 86400),

@@ -7,7 +7,8 @@ impression; votes count as the impression's current vote; reasons follow the cur
   `IMPLICIT_SIGNALS`), its current vote, vote time and reason, and, copied from its trace, the project, the trace's
   `ts` and its group (so the edge of a range, the outlier rule and a re-logged trace never need the event log).
 - `rollup_groups`: (project, model, template, template_version) → a small id.
-- `rollup_hours`: (group, hour of the trace's `ts`) → impressions (`shown`) and one column per signal.
+- `rollup_hours`: (group, hour of the trace's `ts`) → impressions (`shown`) and one column per signal (`implicit_any`:
+  the impressions whose bitmask is not 0, so a fold adds one when an impression's first implicit signal arrives).
 - `rollup_reasons`: (group, hour, reason) → current down votes with that reason.
 - the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
@@ -38,8 +39,8 @@ import msgspec
 
 from gateway.analytics.drift import HOUR
 from gateway.analytics.rates import (
-    DOWN, IMPLICIT_SIGNALS, SIGNALS, UP, GroupCounts, GroupKey, LogRow, StatsAnswer, StatsQuery, bucket, build_answer,
-    count_groups,
+    DOWN, IMPLICIT_ANY, IMPLICIT_SIGNALS, SIGNALS, UP, GroupCounts, GroupKey, LogRow, StatsAnswer, StatsQuery, bucket,
+    build_answer, count_groups,
 )
 
 HOUR_MS = HOUR * 1000
@@ -49,6 +50,7 @@ _COLUMNS = ("shown", *SIGNALS)  # rollup_hours' counters, in this order everywhe
 _SHOWN, _UP, _DOWN, _ANY = 0, 1 + SIGNALS.index("feedback_up"), 1 + SIGNALS.index("feedback_down"), \
     1 + SIGNALS.index("feedback_any")
 _IMPLICIT = [(BIT[name], 1 + SIGNALS.index(name)) for name in IMPLICIT_SIGNALS]
+_IMPLICIT_ANY = 1 + SIGNALS.index(IMPLICIT_ANY)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS rollup_groups (
@@ -120,6 +122,8 @@ class _Deltas:
         for bit, column in _IMPLICIT:
             if impression.signals & bit:
                 row[column] += sign
+        if impression.signals:
+            row[_IMPLICIT_ANY] += sign
         if impression.vote is not None:
             row[_ANY] += sign
             row[_UP if impression.vote == UP else _DOWN] += sign
