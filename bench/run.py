@@ -104,6 +104,20 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def settled_metrics(port: int, quiet: float = 1.0, timeout: float = 60.0) -> dict[str, float]:
+    """The gateway's metrics once the requests wrk left in flight are answered: its event counts unchanged for
+    `quiet` seconds (a commit in flight when wrk stops is stored, and must be counted, before the store is compared)."""
+    deadline = time.monotonic() + timeout
+    last = metrics(port)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = metrics(port)
+        if all(now.get(k) == last.get(k) for k in now if k.startswith("backchannel_events_total")):
+            return now
+        last = now
+    return last
+
+
 def commit_p99_bound(delta: dict[str, float], commits: float) -> float | None:
     """The upper bound (ms) of the commit-time histogram bucket that holds the 99th percentile commit."""
     bounds = sorted((float(m[1]), count) for name, count in delta.items()
@@ -404,7 +418,7 @@ def _run(servers: Servers, tmp: Path, args: argparse.Namespace) -> int:
 
     # Durability: every event the gateway answered `accepted` is in the database, and nothing else is. wrk drops the
     # requests in flight when its time is up, so clients may have seen a few fewer answers than the gateway gave.
-    server_metrics = metrics(servers.gateway_port)
+    server_metrics = settled_metrics(servers.gateway_port)
     servers.stop_gateway()
     with contextlib.closing(sqlite3.connect(servers.db)) as conn:
         stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]

@@ -43,7 +43,8 @@ from gateway.analytics.intervals import wilson
 
 HOUR = 3600
 DAY = 24 * HOUR
-# The direction in which each signal gets worse. `feedback_any` has none (more votes are neither good nor bad).
+# The direction in which each signal gets worse. `feedback_any` and `implicit_any` have none (more votes, or more
+# signals of all kinds together, are neither good nor bad).
 RISING: tuple[str, ...] = ("feedback_down", "regenerated", "rephrased", "abandoned", "edited")
 FALLING: tuple[str, ...] = ("copied", "accepted", "feedback_up")
 WATCHED: tuple[str, ...] = RISING + FALLING
@@ -261,7 +262,7 @@ def step(stream: StreamState, key: str, signal: str, hour: int, shown: int, coun
 def advance(state: DriftState, counts: Iterable[HourCount], settings: DriftSettings = DEFAULTS) -> list[Alert]:
     """Feed completed hours (any order; each stream's hours must come after the hours it has already judged) and
     return the alerts opened or resolved, in hour order. `state` is updated in place. Signals with no direction
-    (`feedback_any`) are ignored."""
+    (`feedback_any`, `implicit_any`) are ignored."""
     changes = []
     for item in sorted(counts, key=lambda c: c.hour):
         if item.signal not in WATCHED:
