@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import httpx
 import msgspec
 
+from gateway import tasks
 from gateway.analytics import drift
 from gateway.analytics.drift import HOUR, WATCHED, DriftSettings, HourCount
 from gateway.backoff import Backoff, retry_after_at
@@ -89,13 +90,8 @@ class AlertWorker:
         self._task = asyncio.create_task(self._run(), name="backchannel-alerts")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -84,13 +84,8 @@ class ClockWindow(NamedTuple):
     def at(cls, received_ms: int) -> ClockWindow:
         return cls(received_ms - TS_PAST_MS, received_ms + TS_FUTURE_MS, received_ms)
 
-
-def ts_within_window(client_ms: int, received_ms: int) -> bool:
-    """Whether a client's clock reading is within the believed window around the server's."""
-    return received_ms - TS_PAST_MS <= client_ms <= received_ms + TS_FUTURE_MS
-
-
-def event_time(client_ms: int, received_ms: int) -> int:
-    """The time to store and order an event by: the client's `ts` inside the window, else when it was received. So a
-    vote dated in 2100 is ordered as if sent now, and the next real vote still replaces it."""
-    return client_ms if ts_within_window(client_ms, received_ms) else received_ms
+    def event_time(self, client_ms: int | float) -> int:
+        """The time to store and order an event by: the client's `ts` inside the window (as an int: a client may
+        write 5.0), else when it was received. So a vote dated in 2100 is ordered as if sent now, and the next real
+        vote still replaces it."""
+        return int(client_ms) if self.earliest <= client_ms <= self.latest else self.received

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from gateway import clientip, tokens
+from gateway import clientip, tasks, tokens
 from gateway.alerts import AlertWorker
 from gateway.analytics.drift import DriftSettings
 from gateway.backoff import Backoff
@@ -155,8 +155,7 @@ class Gateway:
         self.alerts.start()
 
     async def stop(self) -> None:
-        if self._salt_roller is not None:
-            self._salt_roller.cancel()
+        await tasks.cancel(self._salt_roller)
         await self.forwarder.stop()
         await self.review.stop()
         await self.alerts.stop()

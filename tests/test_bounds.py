@@ -5,8 +5,7 @@ import msgspec
 import pytest
 
 from gateway.bounds import (
-    INT64_MAX, INT64_MIN, MAX_BODY_DEPTH, TS_FUTURE_MS, TS_PAST_MS, check_json, event_time, nesting_exceeds,
-    ts_within_window,
+    INT64_MAX, INT64_MIN, MAX_BODY_DEPTH, TS_FUTURE_MS, TS_PAST_MS, ClockWindow, check_json, nesting_exceeds,
 )
 
 
@@ -110,8 +109,8 @@ NOW = 1_764_460_800_000  # 2025-11-30T00:00:00Z
     (0, False),
 ])
 def test_ts_window(client, within):
-    assert ts_within_window(client, NOW) is within
-    assert event_time(client, NOW) == (client if within else NOW)
+    assert ClockWindow.at(NOW).event_time(client) == (client if within else NOW)
+    assert ClockWindow.at(NOW).event_time(float(client)) == (client if within else NOW)
 
 
 def test_window_is_seven_days_back_five_minutes_ahead():
@@ -120,6 +119,6 @@ def test_window_is_seven_days_back_five_minutes_ahead():
 
 def test_a_vote_from_the_future_cannot_lock_the_order():
     # A vote dated 2100 received now is ordered now, so a real vote a second later is newer.
-    locked = event_time(4_102_444_799_999, NOW)
-    later = event_time(NOW + 1000, NOW + 1000)
+    locked = ClockWindow.at(NOW).event_time(4_102_444_799_999)
+    later = ClockWindow.at(NOW + 1000).event_time(NOW + 1000)
     assert later > locked

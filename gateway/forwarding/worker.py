@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from gateway import tasks
 from gateway.backoff import Backoff
 from gateway.forwarding import Dead, Delivered, Destination, Outcome, create, deliver
 from gateway.forwarding.crypto import CredentialsError, Vault
@@ -123,13 +124,8 @@ class Worker:
             woken.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         if self.leading:
             try:
                 await self.store.drop_lease(self.holder)

@@ -6,7 +6,6 @@ Used by `POST /v1/queues/{id}/fill` and by the daily auto-fill (`auto_fill_forev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -14,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from gateway import tasks
 from gateway.analytics.rates import OUTLIER_MIN_VOTES
 from gateway.messages import trace_text
 from gateway.review.embed import Embedder, load_embedder
@@ -143,8 +143,5 @@ class Reviewing:
                 name="backchannel-auto-fill")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None

@@ -99,9 +99,9 @@ def _decode(raw: bytes) -> Event | _Undecodable:
 
 
 def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_hash: str, now: float,
-           clock: tuple[int, int, int]) -> EventRow | str:
-    """The row to store for a decoded event, or the error code it is rejected with. `clock` is the request's
-    `bounds.ClockWindow`: (earliest, latest, received) in ms."""
+           clock: bounds.ClockWindow) -> EventRow | str:
+    """The row to store for a decoded event, or the error code it is rejected with. `clock`: the request's window of
+    believed client times, computed once per request."""
     if event.token is not None:
         token_claims = claims.get(event.token)
         if token_claims is None or not tokens.binds(token_claims, project.public_key, event.trace_id, now):
@@ -128,14 +128,8 @@ def _check(event: Event, project: Project, claims: dict[str, tokens.Claims], ip_
             if props is None:
                 props = {}
             props[name] = int(prop) if type(prop) is float and name in _WHOLE_PROPS else prop
-    earliest, latest, received = clock
-    ts = event.ts
-    if not earliest <= ts <= latest:  # bounds.event_time's rule, its window computed once per request
-        ts = received
-    elif type(ts) is float:
-        ts = int(ts)
     return EventRow(event.id, event.trace_id, session_id, kind, value, reason, comment,
-                    _encode_props(props).decode() if props else None, ts, ip_hash)
+                    _encode_props(props).decode() if props else None, clock.event_time(event.ts), ip_hash)
 
 
 class EventsEndpoint:
