@@ -13,12 +13,13 @@ session, the seven event types in turn, votes of both values; a 20-event request
 other feature runs (`tables._after_events` is replaced), so the numbers are the rollups' alone:
 
 - `none`: the commit as it was before rollups (no hook at all).
-- `in-commit`: `rollups.fold` run on each commit's new events inside the commit, where the first design kept the
-  rollups (its `after_events` hook; docs/benchmarks.md also has that design's own fold, measured at bef8d6b).
-- `watermark`: as now. The commit stores the events and notes that the rollups lack them; every `--fold-every`
-  commits `_Committer.catch_up` folds them in, in a transaction of its own (what `serve` does when the writer has been
-  idle for `FOLD_IDLE` or at the latest `FOLD_EVERY` after a commit). Commits and catch-ups are counted in separate
-  runs, so each has its own number: per commit, and per event folded.
+- `in-commit`: a fold (`rollups.plan` + `apply`) of each commit's new events inside the commit, where the first
+  design kept the rollups (its `after_events` hook; docs/benchmarks.md also has that design's own fold, measured at
+  bef8d6b).
+- `watermark`: the commit stores the events; every `--fold-every` commits `_Committer.catch_up` folds them in, in a
+  transaction of its own (the writer now plans its folds in a thread beside the commits and only writes them between
+  two: see `writer._Folder`; this counts a whole fold in the writer's thread). Commits and catch-ups are counted in
+  separate runs, so each has its own number: per commit, and per event folded.
 
 Under callgrind (`--instr-atstart=no`), collection is switched on around the measured part only (`callgrind_control
 -i on|off`, the same as bench/profile_events.py) and the total read from the output file.
@@ -90,17 +91,24 @@ def setup(path: str) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def _fold_in_commit(conn, first_seq: int, last_seq: int) -> None:
+    """The first design: each commit folds its own new events in, inside it (the watermark only follows)."""
+    fold = rollups.plan(conn, first_seq, last_seq)
+    fold.first = rollups.watermark(conn)
+    rollups.apply(conn, fold)
+
+
 def measure(start: str, mode: str, per_commit: int, commits: int, fold_every: int, count: str, workload: str
             ) -> dict[str, float]:
     """Run `commits` commits of `per_commit` events in `mode`; count (`callgrind`) and time either the commits or the
     catch-ups (`count`). Returns seconds and events, per commit and per catch-up."""
-    hooks = (rollups.fold,) if mode == "in-commit" else ()
+    hooks = (_fold_in_commit,) if mode == "in-commit" else ()
     tables._after_events = lambda: hooks  # type: ignore[assignment]
     rng = random.Random(2)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "commit.db")
         shutil.copy(start, path)
-        committer = _Committer(tables.connect(path, synchronous="NORMAL"), max_batch=100_000)
+        committer = _Committer(tables.connect(path, synchronous="NORMAL"), max_batch=100_000, synchronous="NORMAL")
         project_id = 1
         for i in range(50):  # warm: the statement cache, the known traces
             committer.run([Request(i, InsertEvents(project_id, events(rng, per_commit, workload)))])
@@ -124,7 +132,7 @@ def measure(start: str, mode: str, per_commit: int, commits: int, fold_every: in
                 folds += 1
         callgrind("off")
         if mode == "watermark":
-            assert committer.unfolded is None
+            assert rollups.watermark(committer.conn) == rollups.last_seq(committer.conn)
         committer.conn.close()
     return {"commit_us": commit_seconds / commits * 1e6, "folds": folds,
             "fold_us_per_event": fold_seconds / max(1, folds * fold_every * per_commit) * 1e6}

@@ -49,8 +49,10 @@ UNLIMITED = "10000000/s burst 10000000"
 
 def perf_control(command: str) -> None:
     """Tell `perf stat --control fifo:CTL,ACK -D -1` (if it runs us) to count only the measured part."""
-    if os.environ.get("CALLGRIND_CONTROL"):  # under `valgrind --tool=callgrind --instr-atstart=no` (no perf counters)
-        subprocess.run(["callgrind_control", "-i", "on" if command == "enable" else "off", str(os.getpid())],
+    # Under `valgrind --tool=callgrind --instr-atstart=no` (no perf counters; with --trace-children=yes the writer is
+    # counted too: every process under callgrind is switched).
+    if os.environ.get("CALLGRIND_CONTROL"):
+        subprocess.run(["callgrind_control", "-i", "on" if command == "enable" else "off"],
                        check=True, capture_output=True)
     ctl, ack = os.environ.get("PERF_CTL_FIFO"), os.environ.get("PERF_ACK_FIFO")
     if ctl and ack:

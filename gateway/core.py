@@ -15,11 +15,10 @@ from starlette.types import Scope
 from gateway import clientip, tasks, tokens
 from gateway.alerts import AlertWorker
 from gateway.analytics.drift import DriftSettings
-from gateway.backoff import Backoff
 from gateway.dedup import Dedup
 from gateway.directory import Directory
 from gateway.forwarding.crypto import CredentialsError, Vault
-from gateway.forwarding.worker import Worker
+from gateway.forwarding.process import DeliveryProcess, Start
 from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, Rate, create_limiter
 from gateway.review.fill import Reviewing
@@ -78,14 +77,15 @@ class Gateway:
         self._salt_roller: asyncio.Task[None] | None = None
         self.page_key = b""  # loaded by start()
         self.ip_salt = ""
-        # Forwarding: the vault seals and opens destination credentials; the worker drains the outbox.
+        # Forwarding: the vault seals destination credentials; the delivery process opens them and drains the outbox.
         try:
             self.vault = Vault(settings.encryption_key) if settings.encryption_key else None
         except CredentialsError as exc:
             raise ValueError(str(exc)) from None
-        self.forwarder = Worker(self.store.outbox, self.vault, concurrency=settings.forward_concurrency,
-                                timeout=settings.forward_timeout_ms / 1000,
-                                backoff=Backoff(cap=settings.forward_max_backoff_ms / 1000))
+        self.forwarder = DeliveryProcess(self.store.outbox, Start(
+            db=settings.db, busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            encryption_key=settings.encryption_key or None, concurrency=settings.forward_concurrency,
+            timeout=settings.forward_timeout_ms / 1000, max_backoff=settings.forward_max_backoff_ms / 1000))
         self.metrics.registry.register(self.forwarder)
         self.review = Reviewing(self.store, judge=settings.judge, embedder=settings.embedder,
                                 auto_fill_interval=settings.auto_fill_interval,

@@ -5,6 +5,8 @@ failures, outages and a SIGKILL of the gateway."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +34,6 @@ def cli(db: str, *args: str, key: str | None = KEY) -> dict:
 
 
 def _environ() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "BACKCHANNEL_ENCRYPTION_KEY"}
 
 
@@ -139,7 +139,8 @@ def test_every_vote_and_opted_in_signal_arrives_once_in_each_format(stack):
     assert stack.langfuse.scores[vote_score]["comment"] == "Too long."
     assert {w["metadata"]["event_id"] for w in stack.langfuse.writes} == forwarded
     assert len(stack.langfuse.writes) == 4
-    assert "backchannel_forward_delivered_total 11.0" in stack.metrics()
+    # The delivery process reports its counts to the gateway every half second.
+    wait_for(lambda: "backchannel_forward_delivered_total 11.0" in stack.metrics(), what="the deliveries counted")
     for kind in ("langfuse", "posthog", "webhook"):
         shown_destination = stack.destination(kind)
         assert shown_destination["dead"] == 0 and shown_destination["in_flight"] == 0
@@ -282,7 +283,7 @@ def test_two_gateway_processes_deliver_through_one_and_the_other_takes_over(tmp_
             with Backchannel(project["secret_key"], follower.url) as bc:
                 sent += [bc.feedback("t1", "s1", i % 2).id for i in range(10)]
             wait_for(lambda: set(posthog.events) == set(sent), timeout=30, what="the follower to take over")
-            assert leaders() == [follower]
+            wait_for(lambda: leaders() == [follower], what="the follower shown as the one delivering")
         finally:
             first.stop()
             second.stop()
@@ -295,3 +296,54 @@ def test_the_gateway_refuses_to_start_with_destinations_and_no_encryption_key(tm
     gateway = GatewayProcess(db)  # the test's environment has no BACKCHANNEL_ENCRYPTION_KEY
     with pytest.raises(RuntimeError, match="BACKCHANNEL_ENCRYPTION_KEY is not set"):
         gateway.start()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found[int(entry.name)] = cmdline
+    return found
+
+
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+
+
+def test_delivery_runs_in_a_lower_priority_child_that_goes_with_the_gateway(stack):
+    # Sending to destinations never takes the gateway's event loop: a child process does it, in the idle scheduling
+    # class, the encryption key nowhere in its command line; when the gateway dies, so does it.
+    with Backchannel(stack.secret_key, stack.gateway.url) as bc:
+        bc.log_trace("t1", "s1")
+        vote = bc.feedback("t1", "s1", 1).id
+    wait_for(lambda: vote in stack.posthog.events, what="the vote delivered")
+    gateway = stack.gateway.proc.pid
+    (child,) = [pid for pid, cmd in _children(gateway).items() if "gateway.forwarding.process" in cmd]
+    assert KEY not in _children(gateway)[child]
+    (writer,) = [pid for pid, cmd in _children(gateway).items() if "gateway.store.writer" in cmd]
+    assert os.sched_getscheduler(child) == os.SCHED_IDLE  # any wake-up of the gateway or its writer preempts it
+    assert _niceness(writer) > _niceness(gateway)
+    # The child's counts reach the gateway's /metrics: the vote, once per destination.
+    wait_for(lambda: "backchannel_forward_delivered_total 3.0" in stack.metrics(), what="three deliveries counted")
+    # A child that dies is started again, and what it had not delivered is still queued.
+    os.kill(child, signal.SIGKILL)
+    with Backchannel(stack.secret_key, stack.gateway.url) as bc:
+        changed = bc.feedback("t1", "s1", 0).id
+    wait_for(lambda: changed in stack.posthog.events, timeout=30, what="delivery after the child's restart")
+    (child,) = [pid for pid, cmd in _children(gateway).items() if "gateway.forwarding.process" in cmd]
+    stack.gateway.kill()
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, what="the delivery process to exit with the gateway")

@@ -206,3 +206,113 @@ async def test_a_file_whose_rollups_were_kept_in_each_commit_gets_a_watermark_at
         assert held == recount == msgspec.json.encode(answer)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("slice_", [1, 7, 64])
+def test_folds_planned_in_slices_end_where_one_whole_catch_up_does(tmp_path, slice_):
+    # The writer's folder plans a slice on a snapshot and the serving loop applies it: slice after slice, the
+    # rollups end equal to the recount, as after one catch-up.
+    path, project_id, last = _stored_log(tmp_path, slice_)
+    with contextlib.closing(tables.connect(path)) as conn:
+        for first in range(0, last, slice_):
+            fold = rollups.plan(conn, first, min(last, first + slice_))
+            with tables.transaction(conn):
+                assert rollups.apply(conn, fold)
+            assert rollups.watermark(conn) == min(last, first + slice_)
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last
+
+
+def test_a_plan_is_refused_once_a_catch_up_or_a_moved_impression_came_between(tmp_path):
+    path, project_id, last = _stored_log(tmp_path, 3)
+    with contextlib.closing(tables.connect(path)) as conn:
+        stale = rollups.plan(conn, 0, last // 2)
+        with tables.transaction(conn):
+            rollups.catch_up(conn)  # a read's catch-up: the watermark moved past the plan's start
+        with tables.transaction(conn):
+            assert not rollups.apply(conn, stale)
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last  # the refused plan wrote nothing
+
+    path, project_id, last = _stored_log(tmp_path / "again", 4)
+    with contextlib.closing(tables.connect(path)) as conn:
+        with tables.transaction(conn):
+            assert rollups.apply(conn, rollups.plan(conn, 0, last // 2))
+        stale = rollups.plan(conn, last // 2, last)
+        moved = TraceIn(trace_id="t0", session_id="s", model="moved", template="x", ts=T0 + 90 * HOUR)
+        with tables.transaction(conn):
+            tables.upsert_trace(conn, project_id, moved)  # re-logged: its folded impressions move
+        with tables.transaction(conn):
+            assert not rollups.apply(conn, stale)  # it knew them where they were
+            assert rollups.apply(conn, rollups.plan(conn, last // 2, last))
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last and b'"moved"' in held
+
+
+def _stored_log(tmp_path, seed: int) -> tuple[str, int, int]:
+    """A store with events of 10 traces (t0 among them, with impressions), none folded; its path, project, last seq."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = str(tmp_path / "bc.db")
+    conn = tables.connect(path)
+    try:
+        rng = random.Random(seed)
+        with tables.transaction(conn):
+            project, _ = tables.create_project(conn, name="t", origins=["*"])
+            for i in range(10):
+                tables.upsert_trace(conn, project.id, random_trace(rng, f"t{i}"))
+        rows = [msgspec.convert(msgspec.to_builtins(row), EventRow[str]) for row in stored_events(rng, 200)]
+        rows[0].trace_id = "t0"
+        with tables.transaction(conn):
+            tables.insert_event_batches(conn, [(project.id, rows)], {})
+        return path, project.id, rollups.last_seq(conn)
+    finally:
+        conn.close()
+
+
+def test_sums_kept_as_events_are_committed_fold_as_the_log_does(tmp_path):
+    # The writer's folder sums each commit's stored events (rollups.Sums) instead of reading them back: a fold from
+    # those sums writes what a fold from the log writes. Duplicates (no row) and unknown traces are in the commits.
+    rng = random.Random(11)
+    path = str(tmp_path / "bc.db")
+    conn = tables.connect(path)
+    try:
+        with tables.transaction(conn):
+            project, _ = tables.create_project(conn, name="t", origins=["*"])
+            for i in range(10):
+                tables.upsert_trace(conn, project.id, random_trace(rng, f"t{i}"))
+        sums = rollups.Sums(rollups.last_seq(conn))
+        sent: list[EventRow[str]] = []
+        for _ in range(30):
+            rows = [msgspec.convert(msgspec.to_builtins(row), EventRow[str]) for row in stored_events(rng, 8)]
+            rows += rng.sample(sent, min(len(sent), 2))  # retries: no row, no sum
+            sent += rows
+            stored: list = []
+            with tables.transaction(conn):
+                tables.insert_event_batches(conn, [(project.id, rows)], {}, stored)
+            sums.add(*stored)
+        assert sums.whole and sums.last == rollups.last_seq(conn)
+        from_sums = rollups.plan(conn, 0, sums.last, sums)
+        from_log = rollups.plan(conn, 0, sums.last)
+        assert sorted(from_sums.inserts) == sorted(from_log.inserts)
+        assert sorted(from_sums.updates, key=lambda u: u[4:]) == sorted(from_log.updates, key=lambda u: u[4:])
+        assert dict(from_sums.deltas.hours) == dict(from_log.deltas.hours)
+        assert dict(from_sums.deltas.reasons) == dict(from_log.deltas.reasons)
+        with tables.transaction(conn):
+            assert rollups.apply(conn, from_sums)
+        # A commit the sums did not see (another connection's) breaks them; they keep following the last seq.
+        with tables.transaction(conn):
+            tables.insert_event_batches(conn, [(project.id, [msgspec.convert(msgspec.to_builtins(row), EventRow[str])
+                                                             for row in stored_events(rng, 3)])], {})
+        later = rollups.Sums(sums.last)
+        stored = []
+        with tables.transaction(conn):
+            tables.insert_event_batches(conn, [(project.id, [msgspec.convert(msgspec.to_builtins(row), EventRow[str])
+                                                             for row in stored_events(rng, 3)])], {}, stored)
+        later.add(*stored)
+        assert not later.whole and later.last == rollups.last_seq(conn)
+        with tables.transaction(conn):  # so the writer's folder reads those from the log
+            assert rollups.apply(conn, rollups.plan(conn, sums.last, later.last))
+    finally:
+        conn.close()
+    held, recount, folded = counted(path, project.id)
+    assert held == recount and folded == later.last

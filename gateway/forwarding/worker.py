@@ -24,6 +24,7 @@ import time
 from typing import Callable, Iterator
 
 import httpx
+import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway import tasks
@@ -235,27 +236,44 @@ class Worker:
                         settled.last_error[:200])
         return 0.0 if settled.delivered or settled.dead else self.poll
 
+    def progress(self) -> Progress:
+        """What /metrics and `GET /v1/destinations/{id}` show of this worker now."""
+        counts = {destination_id: (stored.kind, shown) for destination_id, (stored, shown) in self.counts.items()}
+        return Progress(self.leading, dict(self.totals), dict(self.in_flight), counts)
+
     def collect(self) -> Iterator[Metric]:
         """`/metrics`: register the worker on the gateway's registry (`Metrics.registry.register(worker)`)."""
-        for name, doc in (("delivered", "Forwarded records delivered by this process."),
-                          ("retried", "Forwarding tries that failed and were scheduled again."),
-                          ("dead", "Forwarded records given up on (refused, or past 72 hours).")):
-            yield CounterMetricFamily(f"backchannel_forward_{name}", doc, value=self.totals[name])
-        in_flight = GaugeMetricFamily("backchannel_forward_in_flight", "Records being sent now, by destination.",
-                                      labels=["destination"])
-        for destination_id, count in sorted(self.in_flight.items()):
-            in_flight.add_metric([destination_id], count)
-        yield in_flight
-        now_ms = self.clock() * 1000
-        families = {name: GaugeMetricFamily(f"backchannel_forward_{name}", doc, labels=["destination", "kind"])
-                    for name, doc in (("queued", "Records waiting in the outbox (read every few seconds)."),
-                                      ("dead_records", "Dead records kept for the operator."),
-                                      ("oldest_queued_age_seconds", "Age of the oldest queued record's event."))}
-        for destination_id, (stored, counts) in sorted(self.counts.items()):
-            labels = [destination_id, stored.kind]
-            families["queued"].add_metric(labels, counts.queued)
-            families["dead_records"].add_metric(labels, counts.dead)
-            oldest = counts.oldest_queued_at
-            families["oldest_queued_age_seconds"].add_metric(labels, 0 if oldest is None else (now_ms - oldest) / 1000)
-        yield from families.values()
+        return metrics_of(self.progress(), self.clock())
 
+
+class Progress(msgspec.Struct, array_like=True):
+    """A worker's state as the gateway shows it (the delivery process sends one each `PROGRESS_EVERY`)."""
+
+    leading: bool = False
+    totals: dict[str, int] = {}  # delivered / retried / dead, this process
+    in_flight: dict[str, int] = {}  # destination id -> records being sent
+    counts: dict[str, tuple[str, DestinationCounts]] = {}  # destination id -> (kind, counts), while leading
+
+
+def metrics_of(progress: Progress, now: float) -> Iterator[Metric]:
+    """The forwarding families of `/metrics`."""
+    for name, doc in (("delivered", "Forwarded records delivered by this process."),
+                      ("retried", "Forwarding tries that failed and were scheduled again."),
+                      ("dead", "Forwarded records given up on (refused, or past 72 hours).")):
+        yield CounterMetricFamily(f"backchannel_forward_{name}", doc, value=progress.totals.get(name, 0))
+    in_flight = GaugeMetricFamily("backchannel_forward_in_flight", "Records being sent now, by destination.",
+                                  labels=["destination"])
+    for destination_id, count in sorted(progress.in_flight.items()):
+        in_flight.add_metric([destination_id], count)
+    yield in_flight
+    families = {name: GaugeMetricFamily(f"backchannel_forward_{name}", doc, labels=["destination", "kind"])
+                for name, doc in (("queued", "Records waiting in the outbox (read every few seconds)."),
+                                  ("dead_records", "Dead records kept for the operator."),
+                                  ("oldest_queued_age_seconds", "Age of the oldest queued record's event."))}
+    for destination_id, (kind, counts) in sorted(progress.counts.items()):
+        labels = [destination_id, kind]
+        families["queued"].add_metric(labels, counts.queued)
+        families["dead_records"].add_metric(labels, counts.dead)
+        oldest = counts.oldest_queued_at
+        families["oldest_queued_age_seconds"].add_metric(labels, 0 if oldest is None else now - oldest / 1000)
+    yield from families.values()

@@ -64,6 +64,7 @@ async def create_destination(request: Request) -> Response:
     credentials, secret = config.credentials_of(new)
     kind = config.kind_of(new)
     destination_id = await gateway.store.outbox.add(project.id, kind, url, signals, vault.seal(credentials))
+    gateway.forwarder.wake()  # the first destination starts the delivery process
     return _json(config.DestinationCreated(destination_id, kind, url, list(signals), secret), 201)
 
 

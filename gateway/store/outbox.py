@@ -245,12 +245,16 @@ def retry_dead(conn: sqlite3.Connection, project_id: int, destination: str) -> i
     return moved
 
 
+# One statement for a round's delivered rows (a batch is up to a destination's `max_batch` of them).
+_DELETE_DELIVERED = "DELETE FROM outbox WHERE destination = ? AND seq IN (SELECT value FROM json_each(?))"
+_encode_json = msgspec.json.Encoder().encode
+
+
 def record_outcomes(conn: sqlite3.Connection, outcomes: Outcomes) -> None:
     """Apply one delivery round: delete what was delivered (counting it), reschedule retries, park the dead."""
     destination = outcomes.destination
-    delivered = 0
-    for seq in outcomes.delivered:
-        delivered += conn.execute("DELETE FROM outbox WHERE destination = ? AND seq = ?", (destination, seq)).rowcount
+    delivered = conn.execute(_DELETE_DELIVERED, (destination, _encode_json(outcomes.delivered))).rowcount \
+        if outcomes.delivered else 0
     conn.executemany("UPDATE outbox SET attempts = ?, first_try_at = ?, next_try_at = ? WHERE destination = ?"
                      " AND seq = ?", [(r.attempts, r.first_try_at, r.next_try_at, destination, r.seq)
                                       for r in outcomes.retried])

@@ -12,13 +12,14 @@ impression; votes count as the impression's current vote; reasons follow the cur
 - `rollup_reasons`: (group, hour, reason) → current down votes with that reason.
 - the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
-The commits that store events do not touch the rollups (acknowledging an event costs nothing here). `catch_up` folds
-the events after the watermark in, in slices: the writer runs it between commits once it has been idle a moment or at
-the latest a second after a commit left events unfolded (`writer.serve`), and every read here (`Stats`) first asks the
-writer to catch up, so an answer counts every event acknowledged before it was asked for. `fold` reads the new events
-summed per impression in SQL (signals, newest vote), then the touched impressions and the new ones' traces and groups,
-and writes one batched upsert per table, for a whole slice at once; an impression whose events change nothing (a
-repeated `copied`) writes nothing. `retrace` moves a trace's folded impressions when the trace is re-logged with
+The commits that store events do not touch the rollups (acknowledging an event costs nothing here). A fold is two
+steps: `plan` reads the events after the watermark (summed per impression in SQL: signals, newest vote), the
+impressions they touch and the new ones' traces, and works out every write; `apply` makes them (one batched statement
+per table) and moves the watermark, if what the plan read still holds (the watermark where it began, and no `retrace`
+since: the `rollups_epoch` meta row). The writer plans on a read connection of its own beside its commits and applies
+between two (`writer._Folder`); `catch_up` does both at once, and every read here (`Stats`) first asks the writer for
+one, so an answer counts every event acknowledged before it was asked for. An impression whose events change nothing
+(a repeated `copied`) writes nothing. `retrace` moves a trace's folded impressions when the trace is re-logged with
 another model, template, version or `ts` (events not folded yet are folded with the trace as it is then). Both keep
 this invariant, which tests/test_rollups.py checks against `rates.compute_stats` over the log: the rollups are the sums
 of the impressions' contributions, and the impressions are those of the events up to the watermark.
@@ -130,13 +131,24 @@ class _Deltas:
             if impression.vote == DOWN and impression.reason is not None:
                 self.reasons[impression.grp, hour, impression.reason] += sign
 
-    def write(self, conn: sqlite3.Connection) -> None:
-        hours = [(grp, hour, *row) for (grp, hour), row in self.hours.items() if any(row)]
-        if hours:
-            conn.executemany(_UPSERT_HOURS, hours)
-        reasons = [(grp, hour, reason, n) for (grp, hour, reason), n in self.reasons.items() if n]
-        if reasons:
-            conn.executemany(_UPSERT_REASONS, reasons)
+    def write(self, conn: sqlite3.Connection, ids: dict[Any, int] | None = None) -> None:
+        """Add the changes to the rollups; `ids`: the group ids of the groups named by label (`FoldPlan`)."""
+        hours: dict[tuple[int, int], list[int]] = {}
+        for (grp, hour), row in self.hours.items():
+            key = (ids[grp] if type(grp) is tuple else grp, hour)  # type: ignore[index]
+            if key in hours:  # a new impression's group that older ones counted in already
+                hours[key] = [a + b for a, b in zip(hours[key], row)]
+            else:
+                hours[key] = row
+        rows = [(grp, hour, *row) for (grp, hour), row in hours.items() if any(row)]
+        if rows:
+            conn.executemany(_UPSERT_HOURS, rows)
+        reasons: dict[tuple[int, int, str], int] = defaultdict(int)
+        for (grp, hour, reason), n in self.reasons.items():
+            reasons[ids[grp] if type(grp) is tuple else grp, hour, reason] += n  # type: ignore[index]
+        rows = [(grp, hour, reason, n) for (grp, hour, reason), n in reasons.items() if n]
+        if rows:
+            conn.executemany(_UPSERT_REASONS, rows)
 
 
 _UPSERT_HOURS = (
@@ -144,11 +156,11 @@ _UPSERT_HOURS = (
     f" ON CONFLICT (grp, hour) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in _COLUMNS)}")
 _UPSERT_REASONS = ("INSERT INTO rollup_reasons (grp, hour, reason, n) VALUES (?, ?, ?, ?)"
                    " ON CONFLICT (grp, hour, reason) DO UPDATE SET n = n + excluded.n")
-_UPSERT_IMPRESSIONS = (
+_INSERT_IMPRESSIONS = (
     "INSERT INTO impressions (trace, session_id, project_id, grp, trace_ts, signals, vote, vote_ts, reason)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace, session_id) DO UPDATE SET trace_ts = excluded.trace_ts,"
-    " grp = excluded.grp, signals = excluded.signals, vote = excluded.vote, vote_ts = excluded.vote_ts,"
-    " reason = excluded.reason")
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_UPDATE_IMPRESSIONS = ("UPDATE impressions SET signals = ?, vote = ?, vote_ts = ?, reason = ?"
+                       " WHERE trace = ? AND session_id = ?")
 _TOUCHED = ("SELECT i.trace, i.session_id, i.project_id, i.grp, i.trace_ts, i.signals, i.vote, i.vote_ts, i.reason"
             " FROM json_each(?) AS j JOIN impressions AS i ON i.trace = j.value ->> 0 AND i.session_id = j.value ->> 1")
 _TRACES = ("SELECT row, project_id, ts, model, template, template_version FROM traces"
@@ -169,8 +181,8 @@ def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, st
     return {label: ids[key] for label, key in keys.items()}
 
 
-# Per impression with events in a seq range: its signals (the distinct bits of its events' types), and its newest
-# vote there (by client ts; the later event on a tie, as the votes table decides).
+# Per impression with events in a seq range: its signals (the distinct bits of its events' types), and its newest vote
+# there (by client ts; the later event on a tie, as the votes table decides).
 _NEW_SIGNALS = (
     f"SELECT trace, session_id, sum(DISTINCT CASE type {' '.join(f'WHEN {n!r} THEN {b}' for n, b in BIT.items())}"
     " ELSE 0 END) FROM events WHERE seq > ? AND seq <= ? GROUP BY trace, session_id")
@@ -178,31 +190,97 @@ _NEW_VOTES = (
     "SELECT trace, session_id, value, ts, reason FROM (SELECT trace, session_id, value, ts, reason, row_number()"
     " OVER (PARTITION BY trace, session_id ORDER BY ts DESC, seq DESC) AS newest FROM events"
     " WHERE seq > ? AND seq <= ? AND type = 'feedback') WHERE newest = 1")
+_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
+_FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
+_SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
+               " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+# Bumped by each `retrace` that moves impressions: a plan read before it no longer knows their state.
+_EPOCH = "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rollups_epoch'), 0)"
+_BUMP_EPOCH = ("INSERT INTO meta (name, value) VALUES ('rollups_epoch', '1')"
+               " ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+SLICE = 100_000  # seqs folded at a time: bounds the memory of a long catch-up (the upgrade's backfill)
+
+_Label = tuple[int, str | None, str | None, str | None]  # (project, model, template, template_version)
 
 
-def fold(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
-    """Fold the events with `first_seq < seq <= last_seq` into the rollups (inside the caller's transaction)."""
-    batch: dict[tuple[int, str], list[Any]] = {  # signals, vote, vote ts, reason
-        (trace, session): [signals, None, None, None]
-        for trace, session, signals in conn.execute(_NEW_SIGNALS, (first_seq, last_seq))}
+class FoldPlan:
+    """What folding the events `first < seq <= last` writes, worked out from what was stored at `epoch` with the
+    watermark at `first`. New impressions' groups are still labels (`_Label`): `apply` gives them their ids."""
+
+    __slots__ = ("first", "last", "epoch", "inserts", "updates", "deltas")
+
+    def __init__(self, first: int, last: int, epoch: int) -> None:
+        self.first, self.last, self.epoch = first, last, epoch
+        self.inserts: list[tuple[Any, ...]] = []  # (trace, session, project, label, trace ts, signals, vote, ...)
+        self.updates: list[tuple[Any, ...]] = []  # (signals, vote, vote ts, reason, trace, session)
+        self.deltas = _Deltas()
+
+
+class Sums:
+    """The events committed after `first`, up to `last`, summed per impression as `_NEW_SIGNALS` and `_NEW_VOTES` sum
+    them from the log, by the writer as it commits them, so a fold need not read them back. `add` each commit's
+    stored events once it is committed; the sums are `whole` while they hold every event after `first` (a commit by
+    another connection, seen as a `first` that is not the last `last`, breaks them; `last` keeps following)."""
+
+    __slots__ = ("first", "last", "impressions", "whole")
+
+    def __init__(self, first: int) -> None:
+        self.first = self.last = first
+        # (trace, session) -> [signals, vote, vote ts, reason, the vote's seq]
+        self.impressions: dict[tuple[int, str], list[Any]] = {}
+        self.whole = True
+
+    def add(self, first: int, last: int, rows: Iterable[tuple[int, int, str, str, int | None, int, str | None]]
+            ) -> None:
+        """One commit by this connection: it found `first` as the last seq and left `last`; `rows` are the events it
+        stored, as (seq, trace, session, type, value, ts, reason)."""
+        if first != self.last:
+            self.whole = False
+        self.last = last
+        if not self.whole:
+            return
+        impressions, bits = self.impressions, BIT
+        for seq, trace, session, kind, value, ts, reason in rows:
+            entry = impressions.get((trace, session))
+            if entry is None:
+                entry = impressions[trace, session] = [0, None, None, None, 0]
+            if kind == "feedback":  # the newest vote by client ts, the later event on a tie
+                if entry[2] is None or (ts, seq) > (entry[2], entry[4]):
+                    entry[1:] = value, ts, reason, seq
+            elif kind in bits:
+                entry[0] |= bits[kind]
+
+
+def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int, sums: Sums | None = None) -> FoldPlan:
+    """Work out the fold of the events with `first_seq < seq <= last_seq`, reading only: on a snapshot (one read
+    transaction, or the writer's own), so the writer can do this beside its commits and `apply` it between two.
+    `sums`: those events already summed (whole, from `first_seq` to `last_seq`); without, they are read from the log."""
+    result = FoldPlan(first_seq, last_seq, conn.execute(_EPOCH).fetchone()[0])
+    batch: dict[tuple[int, str], list[Any]]  # signals, vote, vote ts, reason
+    if sums is not None:
+        assert sums.whole and (sums.first, sums.last) == (first_seq, last_seq)
+        batch = sums.impressions
+    else:  # summed in SQL, which runs without the GIL: the writer's serving loop goes on meanwhile
+        batch = {(trace, session): [signals, None, None, None]
+                 for trace, session, signals in conn.execute(_NEW_SIGNALS, (first_seq, last_seq))}
+        for trace, session, value, ts, reason in conn.execute(_NEW_VOTES, (first_seq, last_seq)):
+            batch[trace, session][1:] = value, ts, reason
     if not batch:
-        return
-    for trace, session, value, ts, reason in conn.execute(_NEW_VOTES, (first_seq, last_seq)):
-        batch[trace, session][1:] = value, ts, reason
+        return result
     stored = {(row[0], row[1]): _Impression(*row[2:]) for row in conn.execute(
         _TOUCHED, (_encode([list(key) for key in batch]),))}
     new_traces = {trace for trace, session in batch if (trace, session) not in stored}
-    traces: dict[int, tuple[int, int, int]] = {}  # trace row -> (project, group, ts)
+    traces: dict[int, tuple[int, _Label, int]] = {}  # trace row -> (project, group label, ts)
     if new_traces:
-        found = conn.execute(_TRACES, (_encode(sorted(new_traces)),)).fetchall()
-        groups = _groups(conn, ((project, m, t, v) for _, project, _, m, t, v in found))
-        traces = {row: (project, groups[project, m, t, v], ts) for row, project, ts, m, t, v in found}
+        traces = {row: (project, (project, m, t, v), ts) for row, project, ts, m, t, v in conn.execute(
+            _TRACES, (_encode(sorted(new_traces)),))}
 
-    deltas, writes = _Deltas(), []
-    for (trace, session), (signals, vote, vote_ts, reason) in batch.items():
+    deltas = result.deltas
+    for (trace, session), (signals, vote, vote_ts, reason, *_) in batch.items():
         old = stored.get((trace, session))
         if old is None:
             new = _Impression(*traces[trace], signals, vote, vote_ts, reason)
+            result.inserts.append((trace, session, *new.state()))
         else:
             new = _Impression(*old.state())
             new.signals |= signals
@@ -211,18 +289,28 @@ def fold(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
             if new.state() == old.state():
                 continue
             deltas.add(old, -1)
+            # Where it counts stays (only `retrace` moves it), so the index by time is left as it is.
+            result.updates.append((new.signals, new.vote, new.vote_ts, new.reason, trace, session))
         deltas.add(new, 1)
-        writes.append((trace, session, *new.state()))
-    if writes:
-        conn.executemany(_UPSERT_IMPRESSIONS, writes)
-    deltas.write(conn)
+    return result
 
 
-_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
-_FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
-_SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
-               " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-SLICE = 100_000  # seqs folded at a time: bounds the memory of a long catch-up (the upgrade's backfill)
+def apply(conn: sqlite3.Connection, fold: FoldPlan) -> bool:
+    """Write `fold` and move the watermark to its end (inside the caller's write transaction), if what it was worked
+    out from still holds: the watermark where it began and no impression moved since. False (nothing written) if not:
+    plan it again."""
+    if watermark(conn) != fold.first or conn.execute(_EPOCH).fetchone()[0] != fold.epoch:
+        return False
+    labels = {row[3] for row in fold.inserts}
+    ids = _groups(conn, labels)
+    if fold.inserts:
+        conn.executemany(_INSERT_IMPRESSIONS, [(*row[:3], ids[row[3]], *row[4:]) for row in fold.inserts])
+    if fold.updates:
+        conn.executemany(_UPDATE_IMPRESSIONS, fold.updates)
+    fold.deltas.write(conn, ids)
+    if fold.last != fold.first:
+        conn.execute(_SET_FOLDED, (str(fold.last),))
+    return True
 
 
 def watermark(conn: sqlite3.Connection) -> int | None:
@@ -231,10 +319,14 @@ def watermark(conn: sqlite3.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
+def last_seq(conn: sqlite3.Connection) -> int:
+    return conn.execute(_LAST_SEQ).fetchone()[0]
+
+
 def catch_up(conn: sqlite3.Connection) -> int:
     """Fold every event committed after the watermark in and move the watermark (inside the caller's transaction,
     which holds the write lock, so no event commits meanwhile). Returns how many seqs it moved by."""
-    last = conn.execute(_LAST_SEQ).fetchone()[0]
+    last = last_seq(conn)
     folded = watermark(conn)
     if folded is None:
         # Rollups kept inside each commit, before the watermark: the store catches up when it opens
@@ -242,9 +334,8 @@ def catch_up(conn: sqlite3.Connection) -> int:
         conn.execute(_SET_FOLDED, (str(last),))
         return 0
     for first in range(folded, last, SLICE):
-        fold(conn, first, min(first + SLICE, last))
-    if last != folded:
-        conn.execute(_SET_FOLDED, (str(last),))
+        applied = apply(conn, plan(conn, first, min(first + SLICE, last)))
+        assert applied, "a plan made inside the same transaction holds"
     return last - folded
 
 
@@ -289,6 +380,7 @@ def retrace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> int:
     if moved:
         conn.execute("UPDATE impressions SET grp = ?, trace_ts = ? WHERE trace = ?", (grp, ts, trace))
         deltas.write(conn)
+        conn.execute(_BUMP_EPOCH)
     return moved
 
 
