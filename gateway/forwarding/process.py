@@ -212,7 +212,9 @@ class DeliveryProcess:
                 result = await self.outbox.take_lease(job.holder, job.ttl)
             else:
                 result = await self.outbox.drop_lease(job.holder)
-        except StoreUnavailable as exc:
+        except Exception as exc:  # the child's write fails (and is tried again there); it never waits for nothing
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("a write of the delivery process failed")
             self._send(Answer(call.id, False, error=str(exc)))
         else:
             self._send(Answer(call.id, True, result))
