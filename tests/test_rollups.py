@@ -316,3 +316,21 @@ def test_sums_kept_as_events_are_committed_fold_as_the_log_does(tmp_path):
         conn.close()
     held, recount, folded = counted(path, project.id)
     assert held == recount and folded == later.last
+
+
+def test_the_writer_applies_a_fold_in_a_transaction_of_its_own_and_keeps_its_synchronous_setting(tmp_path):
+    from gateway.store.writer import _Committer
+
+    path, project_id, last = _stored_log(tmp_path, 12)
+    conn = tables.connect(path, synchronous="FULL")
+    try:
+        committer = _Committer(conn, max_batch=1000, synchronous="FULL")
+        fold = rollups.plan(conn, 0, last)
+        assert committer.apply(fold)  # written without a sync of its own: the next commit's covers it
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the next commit
+        assert not committer.apply(fold)  # the same plan twice: refused, the watermark has moved
+        assert rollups.watermark(conn) == last and not conn.in_transaction
+    finally:
+        conn.close()
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last
