@@ -5,8 +5,10 @@ from __future__ import annotations
 import zlib
 from functools import lru_cache
 
+from starlette.requests import Request
 from starlette.types import Receive
 
+from gateway import bounds
 from gateway.errors import HTTPProblem
 
 
@@ -88,4 +90,20 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             raise HTTPProblem("malformed", "gzip body is truncated")
         if inflater.unused_data:  # a second member, or garbage: zlib stops at the end of the first
             raise HTTPProblem("malformed", "gzip body has data after its end")
+    return body
+
+
+def check_depth(body: bytes) -> None:
+    """Refuse (400) a JSON body that nests deeper than `bounds.MAX_BODY_DEPTH`, before a decoder recurses into it."""
+    if bounds.nesting_exceeds(body):
+        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
+
+
+async def read_json(request: Request, limit: int) -> bytes:
+    """The body of a route that takes JSON: `application/json` (else 415), at most `limit` bytes (`read_body`), and
+    no deeper than `check_depth` allows."""
+    headers = dict(request.scope["headers"])
+    check_media_type(request.scope["headers"], (b"application/json",), headers)
+    body = await read_body(request.receive, headers, limit)
+    check_depth(body)
     return body

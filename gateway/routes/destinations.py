@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.body import check_media_type, read_body
+from gateway.body import read_json
 from gateway.core import Gateway, gateway_of
 from gateway.errors import HTTPProblem
 from gateway.forwarding import destinations as config
@@ -46,9 +46,7 @@ async def _shown(gateway: Gateway, stored: StoredDestination) -> config.Destinat
 async def create_destination(request: Request) -> Response:
     gateway = gateway_of(request)
     project, _ = await gateway.directory.server_auth(request)
-    headers = dict(request.scope["headers"])
-    check_media_type(request.scope["headers"], (b"application/json",), headers)
-    body = await read_body(request.receive, headers, MAX_DESTINATION_BYTES)
+    body = await read_json(request, MAX_DESTINATION_BYTES)
     try:
         new = config.decode_new(body)
         url = config.check_url(new.url)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import bounds, tokens
-from gateway.body import check_media_type, read_body
+from gateway.body import check_depth, check_media_type, read_body
 from gateway.core import Gateway, Rates, gateway_of
 from gateway.errors import HTTPProblem, problem_body
 from gateway.ratelimit import Limit
@@ -180,8 +180,7 @@ def _decode_body(body: bytes) -> tuple[str, list[Event | _Undecodable]]:
             pass
         else:
             return typed.project, typed.events
-    if bounds.nesting_exceeds(body):
-        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
+    check_depth(body)
     try:
         batch = _decode_batch(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -194,8 +193,7 @@ async def _server_auth(gateway: Gateway, scope: Scope, body: bytes
     """Server-side ingest: `Authorization: Bearer sk_...` is the authority, so events need no token, only their
     `session_id`, for any trace of the key's project; the body's `project`, if present, must be that project."""
     project, _ = await gateway.directory.server_auth(Request(scope))
-    if bounds.nesting_exceeds(body):
-        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
+    check_depth(body)
     try:
         batch = _decode_server_batch(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

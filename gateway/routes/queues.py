@@ -14,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import bounds
-from gateway.body import check_media_type, read_body
+from gateway.body import check_depth, check_media_type, read_body
 from gateway.core import Gateway, gateway_of
 from gateway.errors import HTTPProblem
 from gateway.review.fill import spec_of
@@ -80,8 +79,7 @@ async def json_body(request: Request, type: type[T], limit: int = MAX_QUEUE_BYTE
     if not body.strip() and empty is not None:
         return empty
     check_media_type(request.scope["headers"], (b"application/json",), headers)
-    if bounds.nesting_exceeds(body):
-        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
+    check_depth(body)
     try:
         return msgspec.json.decode(body, type=type)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

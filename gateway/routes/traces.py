@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import bounds, tokens
-from gateway.body import check_media_type, read_body
+from gateway.body import read_json
 from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
 from gateway.routes import queues
@@ -21,11 +21,7 @@ MAX_TRACE_BYTES = 2 * 1024 * 1024
 async def post_trace(request: Request) -> Response:
     gateway = gateway_of(request)
     project, secret = await gateway.directory.server_auth(request)
-    headers = dict(request.scope["headers"])
-    check_media_type(request.scope["headers"], (b"application/json",), headers)
-    body = await read_body(request.receive, headers, MAX_TRACE_BYTES)
-    if bounds.nesting_exceeds(body):
-        raise HTTPProblem("malformed", f"body nests deeper than {bounds.MAX_BODY_DEPTH} levels")
+    body = await read_json(request, MAX_TRACE_BYTES)
     try:
         trace = _decode_trace(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
