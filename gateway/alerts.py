@@ -4,7 +4,7 @@ A pass feeds each project's completed hours, from the rollups, to `analytics.dri
 (model × template) and one for the project as a whole, per watched signal. It saves the detector's state and the
 alerts it opened or resolved in one write (`store.alerts.save_pass`), so a restart resumes where the last pass ended. Each
 new alert of a project with an alert webhook is POSTed there once, signed as Standard Webhooks
-(`forwarding.webhook.sign`), and retried with `gateway.backoff` until the receiver answers 2xx; the outbox is in the
+(`forwarding.webhook.signed_headers`), and retried with `gateway.backoff` until the receiver answers 2xx; the outbox is in the
 store, so a restart resumes the retries too.
 
 Hours are fed once, when they are complete: an event that arrives later for a trace of an hour already judged counts
@@ -29,7 +29,7 @@ from gateway.analytics.drift import HOUR, WATCHED, DriftSettings, HourCount
 from gateway.backoff import Backoff, retry_after_at
 from gateway.forwarding import WebhookSecret, iso_ms
 from gateway.forwarding.crypto import CredentialsError, Vault
-from gateway.forwarding.webhook import sign
+from gateway.forwarding.webhook import signed_headers
 from gateway.store import Store
 from gateway.store.alerts import AlertOut
 
@@ -67,9 +67,7 @@ def webhook_request(alert: AlertOut, secret: str, now: float) -> tuple[bytes, di
     """The body and headers of an alert's webhook POST: `{"type": "alert.opened", "timestamp", "data": alert}`,
     signed as Standard Webhooks with the alert's id as `webhook-id` (the same on every retry)."""
     body = _encode({"type": "alert.opened", "timestamp": iso_ms(int(now * 1000)), "data": alert})
-    stamp = int(now)
-    return body, {"Content-Type": "application/json", "webhook-id": alert.id, "webhook-timestamp": str(stamp),
-                  "webhook-signature": sign(secret, alert.id, stamp, body)}
+    return body, signed_headers(secret, alert.id, int(now), body)
 
 
 class AlertWorker:

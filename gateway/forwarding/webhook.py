@@ -44,6 +44,12 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
+def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The headers of a signed POST of the JSON `body` as message `msg_id`, sent at `timestamp` (unix seconds)."""
+    return {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, msg_id, timestamp, body)}
+
+
 def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float,
            tolerance: int = TOLERANCE_SECONDS) -> bool:
     """Whether `body` with these headers was signed with `secret` within `tolerance` seconds of `now`."""
@@ -86,8 +92,6 @@ class Webhook(Destination):
             if record.type not in self.signals:
                 continue
             body = _encode({"type": payload_type(record), "timestamp": iso_ms(record.ts), "data": data(record)})
-            headers = {"Content-Type": "application/json", "webhook-id": record.event_id,
-                       "webhook-timestamp": str(stamp), "webhook-signature": sign(self._secret, record.event_id,
-                                                                                  stamp, body)}
+            headers = signed_headers(self._secret, record.event_id, stamp, body)
             out.append(Request(self.url, body, (record.event_id,), headers, record.trace_id))
         return out
