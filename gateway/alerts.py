@@ -4,8 +4,8 @@ A pass feeds each project's completed hours, from the rollups, to `analytics.dri
 (model × template) and one for the project as a whole, per watched signal. It saves the detector's state and the
 alerts it opened or resolved in one write (`store.alerts.save_pass`), so a restart resumes where the last pass ended. Each
 new alert of a project with an alert webhook is POSTed there once, signed as Standard Webhooks
-(`forwarding.webhook.signed_headers`), and retried with `gateway.backoff` until the receiver answers 2xx; the outbox is in the
-store, so a restart resumes the retries too.
+(`forwarding.webhook.signed_headers`), and retried with `gateway.backoff` until the receiver answers 2xx; the outbox
+is in the store, so a restart resumes the retries too.
 
 Hours are fed once, when they are complete: an event that arrives later for a trace of an hour already judged counts
 in /v1/stats but not for the detector.
