@@ -7,35 +7,16 @@ BACKCHANNEL_ENCRYPTION_KEY, which must be the gateway's (it opens the secret to 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
 from gateway import settings as config
+from gateway.commands import project_or_exit, with_store
 from gateway.forwarding import WebhookSecret
 from gateway.forwarding.crypto import CredentialsError, Vault
 from gateway.forwarding.destinations import check_url
 from gateway.forwarding.webhook import new_secret
-from gateway.store import Store, create_store
-
-
-async def _on_project(args: argparse.Namespace, store: Store) -> int:
-    project = await store.project_by_public_key(args.project)
-    if project is None:
-        raise SystemExit(f"backchannel: no project has public key {args.project!r}")
-    return project.id
-
-
-def _run(command: Any, args: argparse.Namespace) -> int:
-    async def main() -> int:
-        store = create_store(config.from_options(args), writer_process=False)
-        await store.open()
-        try:
-            return await command(args, store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
+from gateway.store import Store
 
 
 async def _set(args: argparse.Namespace, store: Store) -> int:
@@ -44,7 +25,7 @@ async def _set(args: argparse.Namespace, store: Store) -> int:
         vault = Vault(config.from_options(args).encryption_key)
     except (ValueError, CredentialsError) as exc:
         raise SystemExit(f"backchannel: {exc}") from None
-    project_id = await _on_project(args, store)
+    project_id = (await project_or_exit(store, args.project)).id
     secret = new_secret()
     await store.alerts.set_webhook(project_id, url, vault.seal(WebhookSecret(secret=secret)))
     print(json.dumps({"public_key": args.project, "url": url, "signing_secret": secret}))
@@ -52,7 +33,7 @@ async def _set(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _remove(args: argparse.Namespace, store: Store) -> int:
-    if not await store.alerts.remove_webhook(await _on_project(args, store)):
+    if not await store.alerts.remove_webhook((await project_or_exit(store, args.project)).id):
         raise SystemExit(f"backchannel: project {args.project} has no alert webhook")
     print(json.dumps({"public_key": args.project, "removed": True}))
     return 0
@@ -65,8 +46,8 @@ def add_commands(project: Any) -> None:
     set_hook.add_argument("--project", required=True, help="public key (pk_...)")
     set_hook.add_argument("--url", required=True, help="http(s) URL that receives the alerts")
     config.add_options(set_hook, "db", "encryption_key")
-    set_hook.set_defaults(func=lambda args: _run(_set, args))
+    set_hook.set_defaults(func=with_store(_set))
     remove = project.add_parser("remove-alert-webhook", help="stop POSTing the project's drift alerts")
     remove.add_argument("--project", required=True, help="public key (pk_...)")
     config.add_options(remove, "db")
-    remove.set_defaults(func=lambda args: _run(_remove, args))
+    remove.set_defaults(func=with_store(_remove))

@@ -3,48 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import sys
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 from gateway import settings as config
 from gateway import alert_commands, tokens
 from gateway.analytics.backtest import add_drift_parser
+from gateway.commands import project_or_exit, with_store
 from gateway.forwarding import commands as forwarding_commands
 from gateway.review import commands as review_commands
-from gateway.settings import Settings
-from gateway.store import Project, Store, create_store
+from gateway.store import Project, Store
 
 
 def _project_json(project: Project, **extra: Any) -> dict[str, Any]:
     return {"name": project.name, "public_key": project.public_key, **extra, "origins": list(project.origins),
             "require_token": project.require_token, "delay_ms": project.delay_ms, "created_at": project.created_at}
-
-
-@contextlib.asynccontextmanager
-async def _store(settings: Settings) -> AsyncIterator[Store]:
-    store = create_store(settings, writer_process=False)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def _with_store(command: Callable[[argparse.Namespace, Store], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
-    """A command run on the store the settings name."""
-    def run(args: argparse.Namespace) -> int:
-        async def main() -> int:
-            async with _store(config.from_options(args)) as store:
-                return await command(args, store)
-
-        return asyncio.run(main())
-
-    return run
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -63,14 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 3  # as uvicorn.run: 3 is a failed start-up
 
 
-async def _project_or_exit(store: Store, public_key: str) -> Project:
-    project = await store.project_by_public_key(public_key)
-    if project is None:
-        raise SystemExit(f"backchannel: no project has public key {public_key!r}")
-    return project
-
-
-@_with_store
+@with_store
 async def cmd_project_create(args: argparse.Namespace, store: Store) -> int:
     project, secret = await store.create_project(name=args.name, origins=args.origin,
                                                  require_token=not args.no_require_token)
@@ -78,7 +47,7 @@ async def cmd_project_create(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-@_with_store
+@with_store
 async def cmd_project_list(args: argparse.Namespace, store: Store) -> int:
     for project in await store.list_projects():
         keys = [dataclasses.asdict(key) for key in await store.keys_of(project.id)]
@@ -86,17 +55,17 @@ async def cmd_project_list(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-@_with_store
+@with_store
 async def cmd_project_add_key(args: argparse.Namespace, store: Store) -> int:
-    project = await _project_or_exit(store, args.project)
+    project = await project_or_exit(store, args.project)
     secret = await store.add_secret_key(project.id)
     print(json.dumps({"public_key": project.public_key, "secret_key": secret, "kid": tokens.key_id(secret)}))
     return 0
 
 
-@_with_store
+@with_store
 async def cmd_project_revoke_key(args: argparse.Namespace, store: Store) -> int:
-    project = await _project_or_exit(store, args.project)
+    project = await project_or_exit(store, args.project)
     if not await store.revoke_secret_key(project.id, args.kid):
         raise SystemExit(f"backchannel: project {args.project} has no live key {args.kid!r}")
     print(json.dumps({"public_key": project.public_key, "revoked": args.kid}))
@@ -107,7 +76,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = config.from_options(args)
     public_key = args.project
     if public_key is None:
-        public_key = _with_store(_public_key_of_secret)(args)
+        public_key = with_store(_public_key_of_secret)(args)
         if public_key is None:
             print(f"no project in {settings.db} has this secret key; pass --project pk_... to mint offline",
                   file=sys.stderr)
@@ -175,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON line with the URLs and keys once ready")
     demo.set_defaults(func=cmd_demo)
     forwarding_commands.add_commands(sub)
-    review_commands.add_commands(sub, _with_store, _project_or_exit)
+    review_commands.add_commands(sub)
     add_drift_parser(sub)
     return parser
 

@@ -7,10 +7,9 @@ be the gateway's, and are never printed; a webhook's signing secret is printed o
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import msgspec
 
@@ -18,7 +17,8 @@ from gateway import settings as config
 from gateway.forwarding import SIGNALS
 from gateway.forwarding import destinations as dest
 from gateway.forwarding.crypto import CredentialsError, Vault
-from gateway.store import Store, create_store
+from gateway.commands import project_or_exit, with_store
+from gateway.store import Store
 from gateway.store.outbox import StoredDestination
 
 
@@ -33,40 +33,16 @@ def _vault(settings: config.Settings) -> Vault:
         raise SystemExit(f"backchannel: {exc}") from None
 
 
-def _on_store(command: Callable[[argparse.Namespace, config.Settings, Store], Awaitable[int]]
-              ) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        async def main() -> int:
-            settings = config.from_options(args)
-            store = create_store(settings, writer_process=False)
-            await store.open()
-            try:
-                return await command(args, settings, store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return run
-
-
-async def _project_id(store: Store, public_key: str) -> int:
-    project = await store.project_by_public_key(public_key)
-    if project is None:
-        raise SystemExit(f"backchannel: no project has public key {public_key!r}")
-    return project.id
-
-
 async def _find(store: Store, args: argparse.Namespace) -> StoredDestination:
-    project_id = await _project_id(store, args.project) if args.project else None
+    project_id = (await project_or_exit(store, args.project)).id if args.project else None
     found = await store.outbox.destination(project_id, args.id)
     if found is None:
         raise SystemExit(f"backchannel: no destination {args.id!r}" + (f" in {args.project}" if args.project else ""))
     return found
 
 
-@_on_store
-async def cmd_add(args: argparse.Namespace, settings: config.Settings, store: Store) -> int:
+@with_store
+async def cmd_add(args: argparse.Namespace, store: Store) -> int:
     needed = {"langfuse": ("public_key", "secret_key"), "posthog": ("api_key",), "webhook": ()}[args.kind]
     given = {name for name in ("public_key", "secret_key", "api_key") if getattr(args, name) is not None}
     if missing := [f"--{n.replace('_', '-')}" for n in needed if n not in given]:
@@ -76,14 +52,14 @@ async def cmd_add(args: argparse.Namespace, settings: config.Settings, store: St
     fields = {"kind": args.kind, "url": args.url, **{n: getattr(args, n) for n in needed}}
     if args.signals is not None:
         fields["signals"] = args.signals.split(",")
-    vault = _vault(settings)
+    vault = _vault(config.from_options(args))
     try:
         new = msgspec.convert(fields, dest.NewDestination)
         url = dest.check_url(new.url)
         signals = dest.signals_of(new)
     except (msgspec.ValidationError, ValueError) as exc:
         raise SystemExit(f"backchannel: {exc}") from None
-    project_id = await _project_id(store, args.project)
+    project_id = (await project_or_exit(store, args.project)).id
     if len(await store.outbox.destinations(project_id)) >= dest.MAX_PER_PROJECT:
         raise SystemExit(f"backchannel: a project has at most {dest.MAX_PER_PROJECT} destinations")
     credentials, secret = dest.credentials_of(new)
@@ -92,9 +68,9 @@ async def cmd_add(args: argparse.Namespace, settings: config.Settings, store: St
     return 0
 
 
-@_on_store
-async def cmd_list(args: argparse.Namespace, settings: config.Settings, store: Store) -> int:
-    project_id = await _project_id(store, args.project) if args.project else None
+@with_store
+async def cmd_list(args: argparse.Namespace, store: Store) -> int:
+    project_id = (await project_or_exit(store, args.project)).id if args.project else None
     now = int(time.time() * 1000)
     for stored in await store.outbox.destinations(project_id):
         # In flight is known only to the gateway that delivers: null here.
@@ -102,24 +78,25 @@ async def cmd_list(args: argparse.Namespace, settings: config.Settings, store: S
     return 0
 
 
-@_on_store
-async def cmd_remove(args: argparse.Namespace, settings: config.Settings, store: Store) -> int:
+@with_store
+async def cmd_remove(args: argparse.Namespace, store: Store) -> int:
     found = await _find(store, args)
     await store.outbox.remove(found.project_id, found.id)
     _print({"id": found.id, "removed": True})
     return 0
 
 
-@_on_store
-async def cmd_retry_dead(args: argparse.Namespace, settings: config.Settings, store: Store) -> int:
+@with_store
+async def cmd_retry_dead(args: argparse.Namespace, store: Store) -> int:
     found = await _find(store, args)
     _print({"id": found.id, "requeued": await store.outbox.retry_dead(found.project_id, found.id)})
     return 0
 
 
-@_on_store
-async def cmd_test(args: argparse.Namespace, settings: config.Settings, store: Store) -> int:
+@with_store
+async def cmd_test(args: argparse.Namespace, store: Store) -> int:
     found = await _find(store, args)
+    settings = config.from_options(args)
     try:
         credentials = _vault(settings).open(found.credentials)
     except CredentialsError as exc:

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from tqdm import tqdm
@@ -18,15 +18,11 @@ from gateway import settings as config
 from gateway.exports.formats import PREFERENCE_FORMATS
 from gateway.exports.stream import eval_stream, preference_stream
 from gateway.review.queues import Label, parse_time
-from gateway.store import Project, Store
+from gateway.commands import project_or_exit, with_store
+from gateway.store import Store
 
-Command = Callable[[argparse.Namespace, Store], Awaitable[int]]
-WithStore = Callable[[Command], Callable[[argparse.Namespace], int]]
-ProjectOrExit = Callable[[Store, str], Awaitable[Project]]
-
-
-def add_commands(sub: argparse._SubParsersAction, with_store: WithStore, project_or_exit: ProjectOrExit) -> None:
-    """The subcommands, each run by `with_store` (the CLI's: the store the settings name, in command mode)."""
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The subcommands, each run by `with_store` (the store the settings name, in command mode)."""
 
     async def reviewer_add(args: argparse.Namespace, store: Store) -> int:
         project = await project_or_exit(store, args.project)
