@@ -10,12 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.core import Gateway, gateway_of
+from gateway.routes import json_response
 from gateway.routes.stats import invalid, single
 from gateway.store.alerts import AlertOut
 
 STATES = ("open", "resolved", "all")
-
-_encode = msgspec.json.Encoder().encode
 
 
 class AlertList(msgspec.Struct):
@@ -38,4 +37,4 @@ async def get_alerts(request: Request) -> Response:
     gateway = gateway_of(request)
     project, _ = await gateway.directory.server_auth(request)
     answer = await alerts_answer(gateway, project.id, request.query_params.multi_items())
-    return Response(_encode(answer), media_type="application/json")
+    return json_response(answer)

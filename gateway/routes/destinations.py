@@ -14,19 +14,15 @@ from gateway.core import Gateway, gateway_of
 from gateway.errors import HTTPProblem
 from gateway.forwarding import destinations as config
 from gateway.forwarding.crypto import CredentialsError
+from gateway.routes import json_response
 from gateway.store import Project
 from gateway.store.outbox import StoredDestination
 
 MAX_DESTINATION_BYTES = 16 * 1024
-_encode = msgspec.json.Encoder().encode
 
 
 class Requeued(msgspec.Struct):
     requeued: int
-
-
-def _json(value: object, status: int = 200) -> Response:
-    return Response(_encode(value), status_code=status, media_type="application/json")
 
 
 async def _stored(gateway: Gateway, project: Project, request: Request) -> StoredDestination:
@@ -63,14 +59,14 @@ async def create_destination(request: Request) -> Response:
     kind = config.kind_of(new)
     destination_id = await gateway.store.outbox.add(project.id, kind, url, signals, vault.seal(credentials))
     gateway.forwarder.wake()  # the first destination starts the delivery process
-    return _json(config.DestinationCreated(destination_id, kind, url, list(signals), secret), 201)
+    return json_response(config.DestinationCreated(destination_id, kind, url, list(signals), secret), 201)
 
 
 async def list_destinations(request: Request) -> Response:
     gateway = gateway_of(request)
     project, _ = await gateway.directory.server_auth(request)
     stored = await gateway.store.outbox.destinations(project.id)
-    return _json(config.DestinationList([await _shown(gateway, d) for d in stored]))
+    return json_response(config.DestinationList([await _shown(gateway, d) for d in stored]))
 
 
 async def get_destination(request: Request) -> Response:
@@ -79,7 +75,7 @@ async def get_destination(request: Request) -> Response:
     stored = await _stored(gateway, project, request)
     shown = await _shown(gateway, stored)
     shown.recent_dead = [config.DeadRecord(**r) for r in await gateway.store.outbox.dead_records(stored.id)]
-    return _json(shown)
+    return json_response(shown)
 
 
 async def delete_destination(request: Request) -> Response:
@@ -97,7 +93,7 @@ async def retry_dead(request: Request) -> Response:
     if requeued < 0:
         raise HTTPProblem("not_found", "no such destination in this project")
     gateway.forwarder.wake()
-    return _json(Requeued(requeued))
+    return json_response(Requeued(requeued))
 
 
 async def test_destination(request: Request) -> Response:
@@ -111,7 +107,7 @@ async def test_destination(request: Request) -> Response:
         credentials = gateway.vault.open(stored.credentials)
     except CredentialsError as exc:  # sealed under another key than the gateway's
         raise HTTPProblem("not_configured", str(exc)) from None
-    return _json(await config.send_test(stored, credentials, gateway.settings.forward_timeout_ms / 1000))
+    return json_response(await config.send_test(stored, credentials, gateway.settings.forward_timeout_ms / 1000))
 
 
 routes = [

@@ -12,7 +12,8 @@ from starlette.routing import Route
 from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
 from gateway.review.queues import MAX_LABELS, Label
-from gateway.routes.queues import Caller, authorize, json_body, json_response
+from gateway.routes import json_response
+from gateway.routes.queues import Caller, authorize, json_body
 
 
 class LabelSet(Struct, forbid_unknown_fields=True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -12,30 +11,25 @@ from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import openapi_document
+from gateway.routes import json_response
 from gateway.schemas import Health, Readiness
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(value: msgspec.Struct, status: int = 200) -> Response:
-    return Response(_encode(value), status_code=status, media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:
-    return _json(Health())
+    return json_response(Health())
 
 
 async def readyz(request: Request) -> Response:
     gateway = gateway_of(request)
     checks = {"store": await gateway.store.ping()}
     if not checks["store"]:
-        return _json(Readiness("unavailable", checks), 503)
+        return json_response(Readiness("unavailable", checks), 503)
     status = "ready"
     if gateway.settings.redis:
         checks["redis"] = await gateway.limiter.ping()
         # Without Redis the gateway still serves correctly (fail-open limiter), so it stays in rotation: degraded.
         status = "ready" if checks["redis"] else "degraded"
-    return _json(Readiness(status, checks))  # type: ignore[arg-type]
+    return json_response(Readiness(status, checks))  # type: ignore[arg-type]
 
 
 async def metrics(request: Request) -> Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -21,6 +21,7 @@ from gateway.review.fill import spec_of
 from gateway.review.judge import Suggestion
 from gateway.review.queues import MAX_LABELS, Filter, Label, QueueSpec, agreement
 from gateway.review.sampling import Sampling
+from gateway.routes import json_response
 from gateway.schemas import TraceOut
 from gateway.store import Project
 from gateway.store.review import Claimed, QueueRow
@@ -84,10 +85,6 @@ async def json_body(request: Request, type: type[T], limit: int = MAX_QUEUE_BYTE
         return msgspec.json.decode(body, type=type)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPProblem("malformed", f"body is not valid: {exc}") from None
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(_encode(value), status_code=status, media_type="application/json")
 
 
 async def queue_of(gateway: Gateway, caller: Caller, request: Request) -> QueueRow:

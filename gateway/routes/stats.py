@@ -17,13 +17,12 @@ from starlette.responses import Response
 from gateway.analytics.rates import DIMENSIONS, StatsQuery
 from gateway.core import Gateway, gateway_of
 from gateway.errors import HTTPProblem
+from gateway.routes import json_response
 
 MAX_FILTER_CHARS = 200  # as long as a trace's model or template may be
 # Every instant a query can mean, in ms since the epoch: 1970-01-01 up to the end of year 9999.
 LATEST_MS = 253_402_300_800_000
 STATS_PARAMETERS = ("group_by", "from", "to", "include_flagged", "model", "template")
-
-_encode = msgspec.json.Encoder().encode
 
 
 def invalid(name: str, detail: str) -> HTTPProblem:
@@ -106,4 +105,4 @@ async def get_stats(request: Request) -> Response:
     gateway = gateway_of(request)
     project, _ = await gateway.directory.server_auth(request)
     answer = await stats_answer(gateway, project.id, request.query_params.multi_items())
-    return Response(_encode(answer), media_type="application/json")
+    return json_response(answer)

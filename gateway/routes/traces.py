@@ -10,11 +10,11 @@ from gateway import bounds, tokens
 from gateway.body import read_json
 from gateway.core import gateway_of
 from gateway.errors import HTTPProblem
+from gateway.routes import json_response
 from gateway.routes import queues
 from gateway.schemas import DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE, TraceCreated, TraceIn
 
 _decode_trace = msgspec.json.Decoder(TraceIn).decode
-_encode = msgspec.json.Encoder().encode
 MAX_TRACE_BYTES = 2 * 1024 * 1024
 
 
@@ -33,7 +33,7 @@ async def post_trace(request: Request) -> Response:
                                     session_id=trace.session_id, ttl=gateway.settings.token_ttl)
     body = TraceCreated(trace_id=trace.trace_id, session_id=trace.session_id, feedback_token=token,
                         expires_at=expires_at)
-    return Response(_encode(body), status_code=201 if created else 200, media_type="application/json")
+    return json_response(body, 201 if created else 200)
 
 
 async def get_trace(request: Request) -> Response:
@@ -46,7 +46,7 @@ async def get_trace(request: Request) -> Response:
         raise HTTPProblem("invalid_parameter", str(exc)) from None
     if trace is None:
         raise HTTPProblem("not_found", "no such trace in this project")
-    return Response(_encode(trace), media_type="application/json")
+    return json_response(trace)
 
 
 def _page(request: Request) -> tuple[int, str | None]:
