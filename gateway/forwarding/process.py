@@ -7,7 +7,7 @@ the writer) and sends its writes (delivery outcomes, the lease) to the gateway, 
 writer stays the only process that writes. The gateway starts the child once a destination exists, restarts it if it
 dies, and stops it first at shutdown (so it can give the lease back).
 
-Protocol over the child's stdin/stdout: frames of a 4-byte big-endian length and a msgpack message.
+Protocol over the child's stdin/stdout: frames (`writer.frame`, as the writer's pipes) of a msgpack message each.
 Parent → child: `Start` (first: the settings, so the encryption key never shows in the process list), `Answer` (to a
 `Call`), `Wake`, `Stop`. Child → parent: `Call` (a write), `Progress` (for /metrics and `GET /v1/destinations/{id}`).
 When the gateway goes away (the pipe closes), the child exits: what it had in flight stays queued and is resent.
@@ -20,7 +20,6 @@ import functools
 import logging
 import os
 import signal
-import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from gateway.forwarding.crypto import Vault
 from gateway.forwarding.worker import Progress, Worker, metrics_of
 from gateway.store import StoreUnavailable, tables
 from gateway.store.outbox import DropLease, Outbox, Outcomes, TakeLease
+from gateway.store.writer import FRAME_LENGTH, frame
 
 log = logging.getLogger("backchannel.forwarding")
 
@@ -42,7 +42,6 @@ NICENESS = 10  # added to the gateway's where the idle scheduling class is not a
 PROGRESS_EVERY = 0.5  # seconds between the child's `Progress` messages
 RESTART_AFTER = 1.0  # seconds before a child that died is started again
 STOP_TIMEOUT = 10.0  # seconds a stopping child gets to give the lease back before it is killed
-_LENGTH = struct.Struct(">I")
 
 
 class Start(msgspec.Struct, tag="start", array_like=True):
@@ -84,14 +83,13 @@ _decode_from_child = msgspec.msgpack.Decoder(Call | ProgressMessage).decode
 
 
 def _frame(message: msgspec.Struct) -> bytes:
-    body = _encode(message)
-    return _LENGTH.pack(len(body)) + body
+    return frame(_encode(message))
 
 
 async def _read_frame(stream: asyncio.StreamReader) -> bytes | None:
     """The next frame's body, or None once the other side has closed the pipe."""
     try:
-        (length,) = _LENGTH.unpack(await stream.readexactly(4))
+        (length,) = FRAME_LENGTH.unpack(await stream.readexactly(FRAME_LENGTH.size))
         return await stream.readexactly(length)
     except asyncio.IncompleteReadError:
         return None

@@ -43,7 +43,7 @@ from gateway.store.files import StoreFiles
 
 log = logging.getLogger("backchannel.store")
 
-_LENGTH = struct.Struct(">I")
+FRAME_LENGTH = struct.Struct(">I")
 WRITER_NICENESS = 5  # added to the gateway's; see main()
 
 
@@ -128,8 +128,9 @@ class Reply(msgspec.Struct, array_like=True):
     seconds: float = 0.0
 
 
-def _frame(body: bytes) -> bytes:
-    return _LENGTH.pack(len(body)) + body
+def frame(body: bytes) -> bytes:
+    """`body` as one frame of the pipes to the gateway's child processes: a 4-byte big-endian length, then the body."""
+    return FRAME_LENGTH.pack(len(body)) + body
 
 
 # --- The child ---
@@ -269,14 +270,14 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
         buffer += memoryview(space)[:size]
         requests, offset = [], 0
         while len(buffer) - offset >= 4:
-            (length,) = _LENGTH.unpack_from(buffer, offset)
+            (length,) = FRAME_LENGTH.unpack_from(buffer, offset)
             if len(buffer) - offset - 4 < length:
                 break
             requests.append(decode(memoryview(buffer)[offset + 4:offset + 4 + length]))
             offset += 4 + length
         del buffer[:offset]
         if requests:
-            view = memoryview(_frame(encode(committer.run(requests))))
+            view = memoryview(frame(encode(committer.run(requests))))
             while view:
                 view = view[os.write(stdout, view):]
             if committer.stored:
@@ -523,7 +524,7 @@ class WriterProcess:
         # writer) for all of them, rather than one each.
         if not child.outbox:
             child.loop.call_soon(self._send, child)
-        child.outbox.append(_frame(self._encode(Request(request_id, op))))
+        child.outbox.append(frame(self._encode(Request(request_id, op))))
         reply = await future
         if reply.ok:
             return reply.result
@@ -544,7 +545,7 @@ class WriterProcess:
                 buffer += chunk
                 offset = 0
                 while len(buffer) - offset >= 4:
-                    (length,) = _LENGTH.unpack_from(buffer, offset)
+                    (length,) = FRAME_LENGTH.unpack_from(buffer, offset)
                     if len(buffer) - offset - 4 < length:
                         break
                     self._answer(child, self._decode(memoryview(buffer)[offset + 4:offset + 4 + length]))
