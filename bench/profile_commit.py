@@ -9,16 +9,15 @@ holding 20,000 traces, 500 sessions and 20,000 events already folded in (`synchr
 user-space instructions only, so an fsync would not show anyway), after 50 commits that are not counted. The events are
 `shown`, `copied`, `feedback` and `regenerated` on random (trace, session) pairs (`--workload random`: nearly every
 event a new impression), or as bench/run.py sends them (`--workload run`, the default: 2,000 traces, each with its own
-session, the seven event types in turn, votes of both values; a 20-event request is one trace's). No commit hook of any
-other feature runs (`tables._after_events` is replaced), so the numbers are the rollups' alone:
+session, the seven event types in turn, votes of both values; a 20-event request is one trace's). No other feature
+writes in a commit, so the numbers are the rollups' alone:
 
 - `none`: the commit as it was before rollups (no hook at all).
 - `in-commit`: a fold (`rollups.plan` + `apply`) of each commit's new events inside the commit, where the first
-  design kept the rollups (its `after_events` hook; docs/benchmarks.md also has that design's own fold, measured at
-  bef8d6b).
-- `watermark`: the commit stores the events; every `--fold-every` commits `_Committer.catch_up` folds them in, in a
-  transaction of its own (the writer now plans its folds in a thread beside the commits and only writes them between
-  two: see `writer._Folder`; this counts a whole fold in the writer's thread). Commits and catch-ups are counted in
+  design kept the rollups (docs/benchmarks.md also has that design's own fold, measured at bef8d6b).
+- `watermark`: the commit stores the events; every `--fold-every` commits `rollups.catch_up` folds them in, in a
+  transaction of its own (the writer now has its folds planned by a process beside it and only writes them between
+  two: see gateway/store/folder.py; this counts a whole fold, planning included). Commits and catch-ups are counted in
   separate runs, so each has its own number: per commit, and per event folded.
 
 Under callgrind (`--instr-atstart=no`), collection is switched on around the measured part only (`callgrind_control
@@ -87,23 +86,33 @@ def setup(path: str) -> None:
         rng = random.Random(1)
         for i in range(PREFILL // 1000):
             committer.run([Request(i, InsertEvents(project.id, events(rng, 1000)))])
-        committer.catch_up()
+        _catch_up(conn)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def _fold_in_commit(conn, first_seq: int, last_seq: int) -> None:
+def _catch_up(conn) -> None:
+    with tables.transaction(conn):
+        rollups.catch_up(conn)
+
+
+_insert_event_batches = tables.insert_event_batches
+
+
+def _folding_in_commit(conn, batches, known_traces):
     """The first design: each commit folds its own new events in, inside it (the watermark only follows)."""
-    fold = rollups.plan(conn, first_seq, last_seq)
+    first_seq = rollups.last_seq(conn)
+    outcomes = _insert_event_batches(conn, batches, known_traces)
+    fold = rollups.plan(conn, first_seq, rollups.last_seq(conn))
     fold.first = rollups.watermark(conn)
     rollups.apply(conn, fold)
+    return outcomes
 
 
 def measure(start: str, mode: str, per_commit: int, commits: int, fold_every: int, count: str, workload: str
             ) -> dict[str, float]:
     """Run `commits` commits of `per_commit` events in `mode`; count (`callgrind`) and time either the commits or the
     catch-ups (`count`). Returns seconds and events, per commit and per catch-up."""
-    hooks = (_fold_in_commit,) if mode == "in-commit" else ()
-    tables._after_events = lambda: hooks  # type: ignore[assignment]
+    tables.insert_event_batches = _folding_in_commit if mode == "in-commit" else _insert_event_batches
     rng = random.Random(2)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "commit.db")
@@ -112,7 +121,7 @@ def measure(start: str, mode: str, per_commit: int, commits: int, fold_every: in
         project_id = 1
         for i in range(50):  # warm: the statement cache, the known traces
             committer.run([Request(i, InsertEvents(project_id, events(rng, per_commit, workload)))])
-        committer.catch_up()
+        _catch_up(committer.conn)
         requests = [Request(i, InsertEvents(project_id, events(rng, per_commit, workload))) for i in range(commits)]
         commit_seconds = fold_seconds = 0.0
         folds = 0
@@ -126,7 +135,7 @@ def measure(start: str, mode: str, per_commit: int, commits: int, fold_every: in
             if mode == "watermark" and (i + 1) % fold_every == 0:
                 callgrind("off" if count == "commits" else "on")
                 began = time.perf_counter()
-                committer.catch_up()
+                _catch_up(committer.conn)
                 fold_seconds += time.perf_counter() - began
                 callgrind("on" if count == "commits" else "off")
                 folds += 1

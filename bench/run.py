@@ -14,7 +14,8 @@ own processes, creates a project, logs traces to get real feedback tokens, then 
 The closed-loop scenarios run in --rounds rounds and are reported by their median round (the 1-event ratio by the
 median of the per-round ratios). Every answer is checked (the gateway's must accept every event), and afterwards the
 events in the SQLite database must equal the events the gateway answered `accepted`. Prints a table (with the CPU of
-the gateway, its writer and the load generator) and writes bench/results.json.
+the gateway, its writer, the rollups' folder, the delivery process and the load generator) and writes
+bench/results.json.
 """
 
 from __future__ import annotations
@@ -284,18 +285,20 @@ def scenario(servers: Servers, name: str, pid: int, run: Any) -> dict[str, Any]:
     """Run one measured load, with the server's CPU use and (for the gateway) its commit metrics around it."""
     is_gateway = pid == servers.gateway.pid
     before = metrics(servers.gateway_port) if is_gateway else {}
-    # The gateway's writer and its delivery process (with a destination) are children of it; the load generator
-    # shares the same two cores.
+    # The gateway's writer and its delivery process (with a destination) are children of it, the rollups' folder is
+    # the writer's; the load generator shares the same two cores.
     writers = child_pids(pid, "gateway.store.writer") if is_gateway else []
     deliverers = child_pids(pid, "gateway.forwarding.process") if is_gateway else []
+    folders = [folder for writer in writers for folder in child_pids(writer, "gateway.store.folder")]
     cpu, writer_cpu, load_cpu = cpu_seconds(pid), sum(map(cpu_seconds, writers)), reaped_children_cpu()
-    delivery_cpu = sum(map(cpu_seconds, deliverers))
+    delivery_cpu, folder_cpu = sum(map(cpu_seconds, deliverers)), sum(map(cpu_seconds, folders))
     wall = time.monotonic()
     result = run()
     wall = time.monotonic() - wall
     result["server_cpu_percent"] = 100 * (cpu_seconds(pid) - cpu) / wall
     result["writer_cpu_percent"] = 100 * (sum(map(cpu_seconds, writers)) - writer_cpu) / wall
     result["delivery_cpu_percent"] = 100 * (sum(map(cpu_seconds, deliverers)) - delivery_cpu) / wall
+    result["folder_cpu_percent"] = 100 * (sum(map(cpu_seconds, folders)) - folder_cpu) / wall
     result["load_cpu_percent"] = 100 * (reaped_children_cpu() - load_cpu) / wall
     if is_gateway:
         after = metrics(servers.gateway_port)
@@ -319,11 +322,12 @@ def report(results: dict[str, Any]) -> str:
         return f"{row.get('ratio', row['rps'] / bare_rps):.2f}"
 
     lines = [f"{'scenario':<12}{'req/s':>10}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'srv CPU':>9}"
-             f"{'writer':>8}{'deliver':>9}{'load':>7}"]
+             f"{'writer':>8}{'fold':>7}{'deliver':>9}{'load':>7}"]
     for name, row in rows.items():
         lines.append(f"{name:<12}{row['rps']:>10,.0f}{row['events_per_s']:>11,.0f}{row['p50_us'] / 1000:>9.2f}"
                      f"{row['p99_us'] / 1000:>9.2f}{vs_bare(name, row):>9}{row['server_cpu_percent']:>8.0f}%"
-                     f"{row['writer_cpu_percent']:>7.0f}%{row.get('delivery_cpu_percent', 0):>8.0f}%"
+                     f"{row['writer_cpu_percent']:>7.0f}%{row.get('folder_cpu_percent', 0):>6.0f}%"
+                     f"{row.get('delivery_cpu_percent', 0):>8.0f}%"
                      f"{row['load_cpu_percent']:>6.0f}%")
     disk = results["machine"]
     lines.append(f"\n4 KiB write + fdatasync on this disk: p50 {disk['fsync_p50_ms']:.2f} ms, "

@@ -269,53 +269,21 @@ def _stored_log(tmp_path, seed: int) -> tuple[str, int, int]:
         conn.close()
 
 
-def test_sums_kept_as_events_are_committed_fold_as_the_log_does(tmp_path):
-    # The writer's folder sums each commit's stored events (rollups.Sums) instead of reading them back: a fold from
-    # those sums writes what a fold from the log writes. Duplicates (no row) and unknown traces are in the commits.
-    rng = random.Random(11)
-    path = str(tmp_path / "bc.db")
-    conn = tables.connect(path)
-    try:
+def test_a_plan_crosses_the_pipe_as_it_was_planned(tmp_path):
+    # The folder process sends each plan to the writer as msgpack: what arrives is the plan, and applies as it would.
+    path, project_id, last = _stored_log(tmp_path, 11)
+    with contextlib.closing(tables.connect(path)) as conn:
         with tables.transaction(conn):
-            project, _ = tables.create_project(conn, name="t", origins=["*"])
-            for i in range(10):
-                tables.upsert_trace(conn, project.id, random_trace(rng, f"t{i}"))
-        sums = rollups.Sums(rollups.last_seq(conn))
-        sent: list[EventRow[str]] = []
-        for _ in range(30):
-            rows = [msgspec.convert(msgspec.to_builtins(row), EventRow[str]) for row in stored_events(rng, 8)]
-            rows += rng.sample(sent, min(len(sent), 2))  # retries: no row, no sum
-            sent += rows
-            stored: list = []
-            with tables.transaction(conn):
-                tables.insert_event_batches(conn, [(project.id, rows)], {}, stored)
-            sums.add(*stored)
-        assert sums.whole and sums.last == rollups.last_seq(conn)
-        from_sums = rollups.plan(conn, 0, sums.last, sums)
-        from_log = rollups.plan(conn, 0, sums.last)
-        assert sorted(from_sums.inserts) == sorted(from_log.inserts)
-        assert sorted(from_sums.updates, key=lambda u: u[4:]) == sorted(from_log.updates, key=lambda u: u[4:])
-        assert dict(from_sums.deltas.hours) == dict(from_log.deltas.hours)
-        assert dict(from_sums.deltas.reasons) == dict(from_log.deltas.reasons)
+            assert rollups.apply(conn, rollups.plan(conn, 0, last // 2))  # so the next plan updates impressions too
+        fold = rollups.plan(conn, last // 2, last)
+        assert fold.inserts and fold.updates and fold.hours and fold.reasons
+        assert any(type(row[0]) is tuple for row in fold.hours)  # a new group, still a label
+        arrived = msgspec.msgpack.decode(msgspec.msgpack.encode(fold), type=rollups.FoldPlan)
+        assert arrived == fold
         with tables.transaction(conn):
-            assert rollups.apply(conn, from_sums)
-        # A commit the sums did not see (another connection's) breaks them; they keep following the last seq.
-        with tables.transaction(conn):
-            tables.insert_event_batches(conn, [(project.id, [msgspec.convert(msgspec.to_builtins(row), EventRow[str])
-                                                             for row in stored_events(rng, 3)])], {})
-        later = rollups.Sums(sums.last)
-        stored = []
-        with tables.transaction(conn):
-            tables.insert_event_batches(conn, [(project.id, [msgspec.convert(msgspec.to_builtins(row), EventRow[str])
-                                                             for row in stored_events(rng, 3)])], {}, stored)
-        later.add(*stored)
-        assert not later.whole and later.last == rollups.last_seq(conn)
-        with tables.transaction(conn):  # so the writer's folder reads those from the log
-            assert rollups.apply(conn, rollups.plan(conn, sums.last, later.last))
-    finally:
-        conn.close()
-    held, recount, folded = counted(path, project.id)
-    assert held == recount and folded == later.last
+            assert rollups.apply(conn, arrived)
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last
 
 
 def test_the_writer_applies_a_fold_in_a_transaction_of_its_own_and_keeps_its_synchronous_setting(tmp_path):

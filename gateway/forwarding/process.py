@@ -7,9 +7,9 @@ the writer) and sends its writes (delivery outcomes, the lease) to the gateway, 
 writer stays the only process that writes. The gateway starts the child once a destination exists, restarts it if it
 dies, and stops it first at shutdown (so it can give the lease back).
 
-Protocol over the child's stdin/stdout: frames (`writer.frame`, as the writer's pipes) of a msgpack message each.
-Parent → child: `Start` (first: the settings, so the encryption key never shows in the process list), `Answer` (to a
-`Call`), `Wake`, `Stop`. Child → parent: `Call` (a write), `Progress` (for /metrics and `GET /v1/destinations/{id}`).
+Protocol over the child's stdin/stdout: frames (`gateway/store/frames.py`, as the writer's pipes) of a msgpack message
+each. Parent → child: `Start` (first: the settings, so the encryption key never shows in the process list), `Answer` (to
+a `Call`), `Wake`, `Stop`. Child → parent: `Call` (a write), `Progress` (for /metrics and `GET /v1/destinations/{id}`).
 When the gateway goes away (the pipe closes), the child exits: what it had in flight stays queued and is resent.
 """
 
@@ -34,7 +34,7 @@ from gateway.forwarding.crypto import Vault
 from gateway.forwarding.worker import Progress, Worker, metrics_of
 from gateway.store import StoreUnavailable, tables
 from gateway.store.outbox import DropLease, Outbox, Outcomes, TakeLease
-from gateway.store.writer import FRAME_LENGTH, frame
+from gateway.store.frames import FRAME_LENGTH, frame
 
 log = logging.getLogger("backchannel.forwarding")
 

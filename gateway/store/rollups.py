@@ -12,17 +12,17 @@ impression; votes count as the impression's current vote; reasons follow the cur
 - `rollup_reasons`: (group, hour, reason) → current down votes with that reason.
 - the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
-The commits that store events do not touch the rollups (acknowledging an event costs nothing here). A fold is two
-steps: `plan` reads the events after the watermark (summed per impression in SQL: signals, newest vote), the
-impressions they touch and the new ones' traces, and works out every write; `apply` makes them (one batched statement
-per table) and moves the watermark, if what the plan read still holds (the watermark where it began, and no `retrace`
-since: the `rollups_epoch` meta row). The writer plans on a read connection of its own beside its commits and applies
-between two (`writer._Folder`); `catch_up` does both at once, and every read here (`Stats`) first asks the writer for
-one, so an answer counts every event acknowledged before it was asked for. An impression whose events change nothing
+The commits that store events do not touch the rollups (acknowledging an event costs nothing here). A fold is two steps:
+`plan` reads the events after the watermark (summed per impression: signals, newest vote), the impressions they
+touch and the new ones' traces, and works out every write; `apply` makes them (one batched statement per table) and
+moves the watermark, if what the plan read still holds (the watermark where it began, and no `retrace` since: the
+`rollups_epoch` meta row). The folder process plans on a read connection of its own and the writer applies between two
+commits (`gateway/store/folder.py`); `catch_up` does both at once, and every read here (`Stats`) first asks the writer
+for one, so an answer counts every event acknowledged before it was asked for. An impression whose events change nothing
 (a repeated `copied`) writes nothing. `retrace` moves a trace's folded impressions when the trace is re-logged with
-another model, template, version or `ts` (events not folded yet are folded with the trace as it is then). Both keep
-this invariant, which tests/test_rollups.py checks against `rates.compute_stats` over the log: the rollups are the sums
-of the impressions' contributions, and the impressions are those of the events up to the watermark.
+another model, template, version or `ts` (events not folded yet are folded with the trace as it is then). Both keep this
+invariant, which tests/test_rollups.py checks against `rates.compute_stats` over the log: the rollups are the sums of
+the impressions' contributions, and the impressions are those of the events up to the watermark.
 
 `stats` answers from whole hours of `rollup_hours` and counts the partial hours at either end of a range from
 `impressions`; flagged sessions (`rates` docstring) are found among the range's voted impressions and, unless asked
@@ -131,24 +131,31 @@ class _Deltas:
             if impression.vote == DOWN and impression.reason is not None:
                 self.reasons[impression.grp, hour, impression.reason] += sign
 
-    def write(self, conn: sqlite3.Connection, ids: dict[Any, int] | None = None) -> None:
-        """Add the changes to the rollups; `ids`: the group ids of the groups named by label (`FoldPlan`)."""
-        hours: dict[tuple[int, int], list[int]] = {}
-        for (grp, hour), row in self.hours.items():
-            key = (ids[grp] if type(grp) is tuple else grp, hour)  # type: ignore[index]
-            if key in hours:  # a new impression's group that older ones counted in already
-                hours[key] = [a + b for a, b in zip(hours[key], row)]
-            else:
-                hours[key] = row
-        rows = [(grp, hour, *row) for (grp, hour), row in hours.items() if any(row)]
-        if rows:
-            conn.executemany(_UPSERT_HOURS, rows)
-        reasons: dict[tuple[int, int, str], int] = defaultdict(int)
-        for (grp, hour, reason), n in self.reasons.items():
-            reasons[ids[grp] if type(grp) is tuple else grp, hour, reason] += n  # type: ignore[index]
-        rows = [(grp, hour, reason, n) for (grp, hour, reason), n in reasons.items() if n]
-        if rows:
-            conn.executemany(_UPSERT_REASONS, rows)
+    def rows(self) -> tuple[list[tuple[Any, int, list[int]]], list[tuple[Any, int, str, int]]]:
+        """The changes as rollup_hours rows (group, hour, counts) and rollup_reasons rows (group, hour, reason, n)."""
+        return ([(grp, hour, row) for (grp, hour), row in self.hours.items() if any(row)],
+                [(grp, hour, reason, n) for (grp, hour, reason), n in self.reasons.items() if n])
+
+
+def _write_deltas(conn: sqlite3.Connection, hours: Iterable[tuple[Any, int, list[int]]],
+                  reasons: Iterable[tuple[Any, int, str, int]], ids: dict[Any, int] | None = None) -> None:
+    """Add changes (`_Deltas.rows`) to the rollups; `ids`: the group ids of the groups named by label (`FoldPlan`)."""
+    summed: dict[tuple[int, int], list[int]] = {}
+    for grp, hour, row in hours:
+        key = (ids[grp] if type(grp) is tuple else grp, hour)  # type: ignore[index]
+        if key in summed:  # a new impression's group that older ones counted in already
+            summed[key] = [a + b for a, b in zip(summed[key], row)]
+        else:
+            summed[key] = row
+    rows = [(grp, hour, *row) for (grp, hour), row in summed.items() if any(row)]
+    if rows:
+        conn.executemany(_UPSERT_HOURS, rows)
+    by_reason: dict[tuple[int, int, str], int] = defaultdict(int)
+    for grp, hour, reason, n in reasons:
+        by_reason[ids[grp] if type(grp) is tuple else grp, hour, reason] += n  # type: ignore[index]
+    rows = [(grp, hour, reason, n) for (grp, hour, reason), n in by_reason.items() if n]
+    if rows:
+        conn.executemany(_UPSERT_REASONS, rows)
 
 
 _UPSERT_HOURS = (
@@ -181,15 +188,9 @@ def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, st
     return {label: ids[key] for label, key in keys.items()}
 
 
-# Per impression with events in a seq range: its signals (the distinct bits of its events' types), and its newest vote
-# there (by client ts; the later event on a tie, as the votes table decides).
-_NEW_SIGNALS = (
-    f"SELECT trace, session_id, sum(DISTINCT CASE type {' '.join(f'WHEN {n!r} THEN {b}' for n, b in BIT.items())}"
-    " ELSE 0 END) FROM events WHERE seq > ? AND seq <= ? GROUP BY trace, session_id")
-_NEW_VOTES = (
-    "SELECT trace, session_id, value, ts, reason FROM (SELECT trace, session_id, value, ts, reason, row_number()"
-    " OVER (PARTITION BY trace, session_id ORDER BY ts DESC, seq DESC) AS newest FROM events"
-    " WHERE seq > ? AND seq <= ? AND type = 'feedback') WHERE newest = 1")
+# The events of a seq range in commit order: a walk along the table, summed per impression by `plan` (a GROUP BY in
+# SQL would sort them first, which costs more than the summing).
+_NEW_EVENTS = "SELECT trace, session_id, type, value, ts, reason FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
 _LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 _FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
 _SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
@@ -203,68 +204,39 @@ SLICE = 100_000  # seqs folded at a time: bounds the memory of a long catch-up (
 _Label = tuple[int, str | None, str | None, str | None]  # (project, model, template, template_version)
 
 
-class FoldPlan:
+class FoldPlan(msgspec.Struct, array_like=True):
     """What folding the events `first < seq <= last` writes, worked out from what was stored at `epoch` with the
-    watermark at `first`. New impressions' groups are still labels (`_Label`): `apply` gives them their ids."""
+    watermark at `first`. New impressions' groups are still labels (`_Label`): `apply` gives them their ids. A Struct,
+    so the folder process sends it to the writer as it is (`gateway/store/folder.py`)."""
 
-    __slots__ = ("first", "last", "epoch", "inserts", "updates", "deltas")
-
-    def __init__(self, first: int, last: int, epoch: int) -> None:
-        self.first, self.last, self.epoch = first, last, epoch
-        self.inserts: list[tuple[Any, ...]] = []  # (trace, session, project, label, trace ts, signals, vote, ...)
-        self.updates: list[tuple[Any, ...]] = []  # (signals, vote, vote ts, reason, trace, session)
-        self.deltas = _Deltas()
-
-
-class Sums:
-    """The events committed after `first`, up to `last`, summed per impression as `_NEW_SIGNALS` and `_NEW_VOTES` sum
-    them from the log, by the writer as it commits them, so a fold need not read them back. `add` each commit's
-    stored events once it is committed; the sums are `whole` while they hold every event after `first` (a commit by
-    another connection, seen as a `first` that is not the last `last`, breaks them; `last` keeps following)."""
-
-    __slots__ = ("first", "last", "impressions", "whole")
-
-    def __init__(self, first: int) -> None:
-        self.first = self.last = first
-        # (trace, session) -> [signals, vote, vote ts, reason, the vote's seq]
-        self.impressions: dict[tuple[int, str], list[Any]] = {}
-        self.whole = True
-
-    def add(self, first: int, last: int, rows: Iterable[tuple[int, int, str, str, int | None, int, str | None]]
-            ) -> None:
-        """One commit by this connection: it found `first` as the last seq and left `last`; `rows` are the events it
-        stored, as (seq, trace, session, type, value, ts, reason)."""
-        if first != self.last:
-            self.whole = False
-        self.last = last
-        if not self.whole:
-            return
-        impressions, bits = self.impressions, BIT
-        for seq, trace, session, kind, value, ts, reason in rows:
-            entry = impressions.get((trace, session))
-            if entry is None:
-                entry = impressions[trace, session] = [0, None, None, None, 0]
-            if kind == "feedback":  # the newest vote by client ts, the later event on a tie
-                if entry[2] is None or (ts, seq) > (entry[2], entry[4]):
-                    entry[1:] = value, ts, reason, seq
-            elif kind in bits:
-                entry[0] |= bits[kind]
+    first: int
+    last: int
+    epoch: int
+    # (trace, session, project, group label, trace ts, signals, vote, vote ts, reason)
+    inserts: list[tuple[int, str, int, _Label, int, int, int | None, int | None, str | None]] = []
+    # (signals, vote, vote ts, reason, trace, session)
+    updates: list[tuple[int, int | None, int | None, str | None, int, str]] = []
+    hours: list[tuple[int | _Label, int, list[int]]] = []  # _Deltas.rows()
+    reasons: list[tuple[int | _Label, int, str, int]] = []
 
 
-def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int, sums: Sums | None = None) -> FoldPlan:
+def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> FoldPlan:
     """Work out the fold of the events with `first_seq < seq <= last_seq`, reading only: on a snapshot (one read
-    transaction, or the writer's own), so the writer can do this beside its commits and `apply` it between two.
-    `sums`: those events already summed (whole, from `first_seq` to `last_seq`); without, they are read from the log."""
+    transaction, or the writer's own), so a process beside the writer can do this and the writer `apply` it."""
     result = FoldPlan(first_seq, last_seq, conn.execute(_EPOCH).fetchone()[0])
-    batch: dict[tuple[int, str], list[Any]]  # signals, vote, vote ts, reason
-    if sums is not None:
-        assert sums.whole and (sums.first, sums.last) == (first_seq, last_seq)
-        batch = sums.impressions
-    else:  # summed in SQL, which runs without the GIL: the writer's serving loop goes on meanwhile
-        batch = {(trace, session): [signals, None, None, None]
-                 for trace, session, signals in conn.execute(_NEW_SIGNALS, (first_seq, last_seq))}
-        for trace, session, value, ts, reason in conn.execute(_NEW_VOTES, (first_seq, last_seq)):
-            batch[trace, session][1:] = value, ts, reason
+    # Per impression with events in the range: its signals (the bits of its events' types) and its newest vote there
+    # (by client ts; the later event on a tie, as the votes table decides).
+    batch: dict[tuple[int, str], list[Any]] = {}  # signals, vote, vote ts, reason
+    bits = BIT
+    for trace, session, kind, value, ts, reason in conn.execute(_NEW_EVENTS, (first_seq, last_seq)):
+        entry = batch.get((trace, session))
+        if entry is None:
+            entry = batch[trace, session] = [0, None, None, None]
+        if kind == "feedback":
+            if entry[2] is None or ts >= entry[2]:
+                entry[1:] = value, ts, reason
+        elif kind in bits:
+            entry[0] |= bits[kind]
     if not batch:
         return result
     stored = {(row[0], row[1]): _Impression(*row[2:]) for row in conn.execute(
@@ -275,8 +247,8 @@ def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int, sums: Sums | N
         traces = {row: (project, (project, m, t, v), ts) for row, project, ts, m, t, v in conn.execute(
             _TRACES, (_encode(sorted(new_traces)),))}
 
-    deltas = result.deltas
-    for (trace, session), (signals, vote, vote_ts, reason, *_) in batch.items():
+    deltas = _Deltas()
+    for (trace, session), (signals, vote, vote_ts, reason) in batch.items():
         old = stored.get((trace, session))
         if old is None:
             new = _Impression(*traces[trace], signals, vote, vote_ts, reason)
@@ -292,6 +264,7 @@ def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int, sums: Sums | N
             # Where it counts stays (only `retrace` moves it), so the index by time is left as it is.
             result.updates.append((new.signals, new.vote, new.vote_ts, new.reason, trace, session))
         deltas.add(new, 1)
+    result.hours, result.reasons = deltas.rows()
     return result
 
 
@@ -307,7 +280,7 @@ def apply(conn: sqlite3.Connection, fold: FoldPlan) -> bool:
         conn.executemany(_INSERT_IMPRESSIONS, [(*row[:3], ids[row[3]], *row[4:]) for row in fold.inserts])
     if fold.updates:
         conn.executemany(_UPDATE_IMPRESSIONS, fold.updates)
-    fold.deltas.write(conn, ids)
+    _write_deltas(conn, fold.hours, fold.reasons, ids)
     if fold.last != fold.first:
         conn.execute(_SET_FOLDED, (str(fold.last),))
     return True
@@ -379,7 +352,7 @@ def retrace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> int:
         moved += 1
     if moved:
         conn.execute("UPDATE impressions SET grp = ?, trace_ts = ? WHERE trace = ?", (grp, ts, trace))
-        deltas.write(conn)
+        _write_deltas(conn, *deltas.rows())
         conn.execute(_BUMP_EPOCH)
     return moved
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import itertools
 import json
 import secrets
 import sqlite3
@@ -331,15 +330,13 @@ _TRACE_ROWS = "SELECT row, trace_id FROM traces WHERE project_id = ? AND trace_i
 
 
 def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, Sequence[EventRow[str]]]],
-                          known_traces: dict[tuple[int, str], int], stored: list[Any] | None = None
-                          ) -> list[list[str]]:
+                          known_traces: dict[tuple[int, str], int]) -> list[list[str]]:
     """Insert many requests' events at once; per request, per row: "accepted", "duplicate" or "unknown_trace".
 
     `known_traces` maps (project_id, trace_id) to the trace's row: a cache the caller keeps across commits, to which
     this adds the traces it looks up. Runs inside the writer's IMMEDIATE transaction, so no other process writes
     meanwhile. Ids are not looked up first: the unique constraint turns a stored id (or one earlier in this commit)
-    away, and only when fewer rows went in than were sent (a retry, mostly) is it worked out which. `stored`, if
-    given, receives what `rollups.Sums.add` takes: the last seq before, the last seq after, and the rows that went in.
+    away, and only when fewer rows went in than were sent (a retry, mostly) is it worked out which.
     """
     received = now_ms()
     unknown: dict[int, set[str]] = {}
@@ -393,13 +390,6 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
         # features that follow the log update themselves from that range, set-based, in this same transaction.
         for after_events in _after_events():
             after_events(conn, first, seq)
-    if stored is not None:  # generators: whoever sums them does the work, later (the writer's folder thread)
-        last = seq if inserted is None else max(inserted, default=first)
-        stored[:] = first, last, itertools.chain(
-            ((row[0], row[3], row[4], row[5], None, row[7], None) for row in signals
-             if inserted is None or row[0] in inserted),
-            ((row[0], row[3], row[4], row[5], row[6], row[10], row[7]) for row in feedback
-             if inserted is None or row[0] in inserted))
     return outcomes
 
 

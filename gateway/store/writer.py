@@ -8,9 +8,9 @@ Protocol over the child's stdin/stdout: frames of a 4-byte big-endian length and
 `Request`s; the child reads whatever has arrived, runs it all in ONE transaction (single jobs each in a savepoint,
 all events in one bulk insert), COMMITs, and only then answers: one frame with a `Reply` per request. While it
 commits, new requests queue in the pipe and ride the next commit: the busier the gateway, the bigger each commit.
-The rollups are folded in beside the commits: a thread (`_Folder`) works each fold out on a read connection of its own
-(`rollups.plan`), and the serving loop writes it between two commits (`rollups.apply`), so a commit waits for a fold's
-writes at most, never for its reading and summing.
+The rollups are folded in beside the commits: a child process (`gateway/store/folder.py`) works each fold out on a
+read connection of its own, and the serving loop writes it between two commits (`rollups.apply`), so a commit waits for
+a fold's writes at most, never for its reading and summing.
 When the parent goes away (stdin closes), the child finishes what it read and exits.
 """
 
@@ -22,15 +22,12 @@ import collections
 import itertools
 import logging
 import os
-import queue
 import select
 import signal
 import sqlite3
-import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -40,10 +37,11 @@ from gateway.store import EventRow, StoreUnavailable
 from gateway.store import alerts, outbox, review, rollups, salts
 from gateway.store import tables as db
 from gateway.store.files import StoreFiles
+from gateway.store.folder import FolderProcess
+from gateway.store.frames import frame, take, write_all
 
 log = logging.getLogger("backchannel.store")
 
-FRAME_LENGTH = struct.Struct(">I")
 WRITER_NICENESS = 5  # added to the gateway's; see main()
 
 
@@ -128,11 +126,6 @@ class Reply(msgspec.Struct, array_like=True):
     seconds: float = 0.0
 
 
-def frame(body: bytes) -> bytes:
-    """`body` as one frame of the pipes to the gateway's child processes: a 4-byte big-endian length, then the body."""
-    return FRAME_LENGTH.pack(len(body)) + body
-
-
 # --- The child ---
 
 class _Committer:
@@ -147,7 +140,6 @@ class _Committer:
         # (project_id, trace_id) -> row of the traces known to exist (traces are never deleted, their rows never
         # change); forgotten on a rollback, which may have undone a trace seen in the failed transaction.
         self.known_traces: dict[tuple[int, str], int] = {}
-        self.stored: list[tuple[int, int, Iterable[Any]]] = []  # each commit's stored events, for the folder
 
     def run(self, requests: list[Request]) -> list[Reply]:
         """Commit `requests` in as few transactions as `max_batch` allows; one reply each."""
@@ -184,10 +176,9 @@ class _Committer:
                 # After the single jobs, so an event sees a trace logged in the same commit.
                 if len(self.known_traces) > 200_000:
                     self.known_traces.clear()
-                stored: list[Any] = []
                 if events:
                     outcomes = db.insert_event_batches(conn, [(r.op.project_id, r.op.rows) for r in events],
-                                                       self.known_traces, stored)
+                                                       self.known_traces)
                     for request, outcome in zip(events, outcomes):
                         results[request.id] = (True, outcome)
         except sqlite3.Error as exc:  # the whole transaction rolled back: nothing of it is stored
@@ -197,21 +188,12 @@ class _Committer:
         if self.files is not None and (problem := self.files.problem()) is not None:
             return self._lose_files(batch, problem)
         self.commits += 1
-        if stored:
-            self.stored.append(tuple(stored))  # type: ignore[arg-type]
         seconds = time.perf_counter() - started
         return [Reply(r.id, ok, result if ok else None, "" if ok else result, self.commits, weight, seconds)
                 for r in batch for ok, result in [results[r.id]]]
 
-    def catch_up(self) -> None:
-        """Fold every event committed so far into the rollups, in a transaction of its own."""
-        self._fold(lambda: rollups.catch_up(self.conn))
-
     def apply(self, fold: rollups.FoldPlan) -> bool:
         """Write a fold the folder worked out, in a transaction of its own; False if it no longer holds."""
-        return bool(self._fold(lambda: rollups.apply(self.conn, fold)))
-
-    def _fold(self, write: Any) -> Any:
         # A fold needs no fsync of its own: the next commit's syncs the WAL up to it, and a fold lost with the
         # machine before that is folded again from the watermark it was committed with.
         if self.lost_files is not None:
@@ -221,7 +203,7 @@ class _Committer:
             if relaxed:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
             with db.transaction(self.conn):
-                return write()
+                return rollups.apply(self.conn, fold)
         except sqlite3.Error as exc:  # nothing lost: the next fold folds the same events
             log.error("rollups fold failed: %s", exc)
             return False
@@ -242,9 +224,9 @@ class _Committer:
 
 def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int = 1,
           catch_up: threading.Event | None = None, files: StoreFiles | None = None,
-          synchronous: str = "FULL", folder: _Folder | None = None) -> None:
+          synchronous: str = "FULL", folder: FolderProcess | None = None) -> None:
     """`files`: the database and WAL `conn` opened, checked after each commit, before it is acknowledged. `folder`:
-    the thread that plans the rollups' folds (without one, only reads' catch-ups fold)."""
+    the process that plans the rollups' folds (without one, only reads' catch-ups fold)."""
     decode = msgspec.msgpack.Decoder(Request).decode
     encode = msgspec.msgpack.Encoder().encode
     committer = _Committer(conn, max_batch, files, synchronous)
@@ -254,137 +236,31 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
     waiting = select.poll()
     waiting.register(stdin, select.POLLIN)
     if folder is not None:
-        waiting.register(folder.ready, select.POLLIN)
+        waiting.register(folder.start(), select.POLLIN)
     while True:
+        restart = folder is not None and folder.fd < 0
         readable = False
-        for fd, _ in waiting.poll():
+        for fd, _ in waiting.poll(folder.due() * 1000 if restart else None):  # type: ignore[union-attr]
             if fd == stdin:
                 readable = True
-            else:  # the folder has a plan: write it between two commits
-                folder.hand_back(committer.apply(folder.take()))  # type: ignore[union-attr]
+            elif (fold := folder.take()) is not None:  # type: ignore[union-attr]  # a plan: write it between commits
+                folder.hand_back(committer.apply(fold))  # type: ignore[union-attr]
+            else:  # the folder died
+                waiting.unregister(fd)
+        if restart and not folder.due():  # type: ignore[union-attr]
+            waiting.register(folder.start(), select.POLLIN)  # type: ignore[union-attr]
         if not readable:
             continue
         size = os.readv(stdin, [space])  # whatever has arrived: one request or hundreds
         if not size:
             return  # the gateway closed the pipe (or died): everything read has been answered
         buffer += memoryview(space)[:size]
-        requests, offset = [], 0
-        while len(buffer) - offset >= 4:
-            (length,) = FRAME_LENGTH.unpack_from(buffer, offset)
-            if len(buffer) - offset - 4 < length:
-                break
-            requests.append(decode(memoryview(buffer)[offset + 4:offset + 4 + length]))
-            offset += 4 + length
-        del buffer[:offset]
+        requests = take(buffer, decode)
         if requests:
-            view = memoryview(frame(encode(committer.run(requests))))
-            while view:
-                view = view[os.write(stdout, view):]
-            if committer.stored:
-                if folder is not None:
-                    for first, last, rows in committer.stored:
-                        folder.add(first, last, rows)
-                committer.stored.clear()
+            write_all(stdout, frame(encode(committer.run(requests))))
         if catch_up is not None and catch_up.is_set():  # between commits, with everything read answered
             catch_up.clear()
             _checkpoint(conn)
-
-
-class _Folder:
-    """Plans the rollups' folds beside the commits, on a read connection of its own, and hands each plan to the
-    serving loop, which writes it between two commits (`_Committer.apply`).
-
-    The serving loop `add`s each commit's stored events, which the folder sums per impression (`rollups.Sums`), so a
-    fold need not read the events back; it reads the log (`rollups.plan` without sums) where
-    the sums do not start at the watermark (after a read's catch-up, at start) or missed a commit by another process.
-    Pacing: a fold starts once no event has been committed for FOLD_IDLE, or FOLD_EVERY after the first event the
-    rollups lack: under load, one fold of about a second's events, in which an impression touched many times is
-    written once.
-    """
-
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA query_only = 1")
-        self._conn.execute("PRAGMA cache_size = -65536")
-        self._conn.execute("PRAGMA temp_store = MEMORY")
-        last = rollups.last_seq(self._conn)
-        self._commits: collections.deque[tuple[int, int, Iterable[Any]]] = collections.deque()  # not summed yet
-        self._sums = rollups.Sums(last)  # the folder thread's own
-        self._wanted = threading.Event()  # set once events are stored that no fold being gathered will cover
-        self._gathering = rollups.watermark(self._conn) not in (None, last)  # events left unfolded by a restart
-        if self._gathering:
-            self._wanted.set()
-        self._last_stored = 0.0
-        self.ready, self._ready_w = os.pipe()  # one byte per plan handed over
-        self._plans: queue.SimpleQueue[rollups.FoldPlan] = queue.SimpleQueue()
-        self._applied: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="rollups-folder", daemon=True).start()
-
-    def add(self, first: int, last: int, rows: Iterable[Any]) -> None:
-        """A commit stored `rows` (see `rollups.Sums.add`); called once it is committed. Summed by the folder's thread,
-        when the serving loop may be waiting for the disk."""
-        self._commits.append((first, last, rows))
-        self._last_stored = time.monotonic()
-        if not self._gathering:
-            self._gathering = True
-            self._wanted.set()
-
-    def take(self) -> rollups.FoldPlan:
-        os.read(self.ready, 1)
-        return self._plans.get()
-
-    def hand_back(self, applied: bool) -> None:
-        self._applied.put(applied)
-
-    def _run(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            since = time.monotonic()
-            while True:  # gather: until idle for FOLD_IDLE, or FOLD_EVERY since the first event
-                time.sleep(FOLD_IDLE)
-                now = time.monotonic()
-                if now - self._last_stored >= FOLD_IDLE or now - since >= FOLD_EVERY:
-                    break
-            self._gathering = False  # events stored from here on start the next gathering
-            while self._commits:
-                self._sums.add(*self._commits.popleft())
-            sums, self._sums = self._sums, rollups.Sums(self._sums.last)
-            try:
-                self._fold(sums)
-            except Exception:  # nothing lost: the next fold (or a read's catch-up) folds the same events
-                log.exception("rollups fold planning failed")
-                time.sleep(FOLD_EVERY)
-                self._wanted.set()
-
-    def _fold(self, sums: rollups.Sums) -> None:
-        """Fold up to `sums.last`: at once from the sums if they start at the watermark, else from the log."""
-        while (fold := self._plan(sums)) is not None:
-            self._plans.put(fold)
-            os.write(self._ready_w, b"\0")
-            if not self._applied.get():  # a read's catch-up or a re-logged trace came between: again, from the log
-                sums.whole = False
-                time.sleep(FOLD_IDLE)
-
-    def _plan(self, sums: rollups.Sums) -> rollups.FoldPlan | None:
-        """The next plan towards `sums.last`, on one snapshot; None once the watermark is there (or past it)."""
-        conn = self._conn
-        conn.execute("BEGIN")
-        try:
-            first = rollups.watermark(conn)
-            if first is None or first >= sums.last:
-                return None
-            if sums.whole and first == sums.first:
-                return rollups.plan(conn, first, sums.last, sums)
-            return rollups.plan(conn, first, min(sums.last, first + FOLD_SLICE))
-        finally:
-            conn.execute("ROLLBACK")
-
-
-FOLD_IDLE = 0.05  # seconds; see _Folder (a read of the rollups does not wait for either: it asks for a catch-up)
-FOLD_EVERY = 1.0
-FOLD_SLICE = 50_000  # events per plan at most: bounds its memory
 
 
 # A writer that never pauses never lets the WAL start over (frames committed during a background checkpoint are left
@@ -442,13 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_checkpoint_forever, name="checkpointer", daemon=True,
                      args=(args.db, catch_up, args.checkpoint_interval, args.restart_frames)).start()
     files = StoreFiles(args.db)  # after connect: the WAL exists
-    folder = _Folder(args.db, args.busy_timeout_ms)
-    # The folder's Python work between its statements holds the GIL: let the serving loop have it back within 1 ms.
-    sys.setswitchinterval(0.001)
+    folder = FolderProcess(args.db, args.busy_timeout_ms)
     os.write(1, b"\0")  # ready: the schema is in place
     try:
         serve(conn, args.max_batch, catch_up=catch_up, files=files, synchronous=args.synchronous, folder=folder)
     finally:
+        folder.close()
         conn.close()
     return 0
 
@@ -543,14 +418,8 @@ class WriterProcess:
         try:
             while chunk := await stdout.read(1 << 20):  # whatever has arrived: often the replies of a whole commit
                 buffer += chunk
-                offset = 0
-                while len(buffer) - offset >= 4:
-                    (length,) = FRAME_LENGTH.unpack_from(buffer, offset)
-                    if len(buffer) - offset - 4 < length:
-                        break
-                    self._answer(child, self._decode(memoryview(buffer)[offset + 4:offset + 4 + length]))
-                    offset += 4 + length
-                del buffer[:offset]
+                for replies in take(buffer, self._decode):
+                    self._answer(child, replies)
         except ConnectionError:
             pass
         # The child is gone. What it had not answered may or may not be committed: those requests fail (503) and

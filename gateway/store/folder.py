@@ -1,0 +1,214 @@
+"""The rollups' folder: a child process of the writer that works out each fold (`rollups.plan`) on a read-only
+connection of its own, so the writer only writes it (`rollups.apply`), between two commits.
+
+Why a process: working out a fold is mostly Python (a second's events summed per impression); run in a thread of the
+writer, it held the GIL the writer's serving loop needs back after every SQLite step, and 20-event ingest fell by a
+fifth (docs/benchmarks.md). The folder runs at the lowest priority (niceness 19): when the cores are short, commits go
+first and the rollups fall behind, which costs nothing but a longer catch-up at the next read (`rollups.Stats`).
+
+Pacing: the folder looks at the log every FOLD_IDLE. A fold starts once no event was committed since the last look, or
+FOLD_EVERY after it first saw events the rollups lack: under load, about a second's events at a time, in which an
+impression touched many times is written once. A fold covers FOLD_SLICE events at most (bounding its memory).
+
+Protocol: the child writes each plan to its stdout as a frame (`frames`), then waits for the writer's answer on its
+stdin: one byte, 1 if the writer applied the plan, 0 if the plan no longer held (a read's catch-up or a re-logged trace
+came between; the next look plans again from the watermark). When its stdin closes (the writer went away), it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import msgspec
+
+from gateway.store import rollups
+from gateway.store.frames import FRAME_LENGTH, frame, read_exactly, write_all
+
+log = logging.getLogger("backchannel.store")
+
+FOLD_IDLE = 0.05  # seconds
+FOLD_EVERY = 1.0
+FOLD_SLICE = 50_000  # events per plan at most
+NICENESS = 19
+RESTART_AFTER = 1.0  # seconds before a folder that died is started again
+
+APPLIED, REFUSED = b"\1", b"\0"
+
+
+# --- The child ---
+
+def serve(conn: sqlite3.Connection, stdin: int = 0, stdout: int = 1, idle: float = FOLD_IDLE,
+          every: float = FOLD_EVERY, slice_: int = FOLD_SLICE) -> None:
+    """Fold until the writer closes `stdin`."""
+    encode = msgspec.msgpack.Encoder().encode
+    waiting = select.poll()
+    waiting.register(stdin, select.POLLIN)
+    behind_since: float | None = None  # when the rollups were first seen to lack events
+    seen = -1  # the last seq at the previous look
+    while True:
+        # The writer sends nothing while no plan is out: stdin turning readable is its end.
+        if waiting.poll(idle * 1000) and not os.read(stdin, 1):
+            return
+        try:
+            first, last = _look(conn)
+        except sqlite3.Error as exc:  # the next look tries again; meanwhile reads catch up by themselves
+            log.error("the rollups folder could not read the store: %s", exc)
+            time.sleep(every)
+            continue
+        if first is None or first >= last:  # nothing to fold (None: the store sets the watermark when it opens)
+            behind_since, seen = None, last
+            continue
+        now = time.monotonic()
+        behind_since = now if behind_since is None else behind_since
+        if last != seen and now - behind_since < every:  # events still coming: gather
+            seen = last
+            continue
+        seen, behind_since = last, None
+        try:
+            while (fold := _plan(conn, last, slice_)) is not None:
+                write_all(stdout, frame(encode(fold)))
+                answer = os.read(stdin, 1)
+                if not answer:
+                    return
+                if answer != APPLIED:
+                    break
+        except sqlite3.Error as exc:
+            log.error("the rollups folder could not plan a fold: %s", exc)
+            time.sleep(every)
+
+
+def _look(conn: sqlite3.Connection) -> tuple[int | None, int]:
+    """The watermark and the last seq, on one snapshot."""
+    conn.execute("BEGIN")
+    try:
+        return rollups.watermark(conn), rollups.last_seq(conn)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _plan(conn: sqlite3.Connection, last: int, slice_: int) -> rollups.FoldPlan | None:
+    """The next plan towards `last`, on one snapshot; None once the watermark is there (or past it)."""
+    conn.execute("BEGIN")
+    try:
+        first = rollups.watermark(conn)
+        if first is None or first >= last:
+            return None
+        return rollups.plan(conn, first, min(last, first + slice_))
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.store.folder")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--busy-timeout-ms", type=int, default=5000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # As the writer's: a stop signal sent to the whole process group is not ours to act on; the writer's end is.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.nice(NICENESS)
+    except OSError as exc:
+        log.warning("could not lower the rollups folder's priority: %s", exc)
+    conn = connect(args.db, args.busy_timeout_ms)
+    try:
+        serve(conn)
+    except BrokenPipeError:  # the writer went away while a plan was on its way
+        pass
+    finally:
+        conn.close()
+    return 0
+
+
+# --- The writer's side ---
+
+class FolderProcess:
+    """The folder child as the writer's serving loop drives it: poll `fd`, then `take` a plan and `hand_back` whether
+    it was applied. If the child dies, `take` answers None and `due` says when to `start` another."""
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self._argv = [sys.executable, "-m", "gateway.store.folder", "--db", path,
+                      "--busy-timeout-ms", str(busy_timeout_ms)]
+        self._decode = msgspec.msgpack.Decoder(rollups.FoldPlan).decode
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self.fd = -1  # the child's stdout, -1 while none runs
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> int:
+        """Start a child; its stdout, to poll."""
+        self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self._started = time.monotonic()
+        self.fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        return self.fd
+
+    def due(self) -> float:
+        """Seconds until a child that died may be started again (0: now)."""
+        return max(0.0, self._started + RESTART_AFTER - time.monotonic())
+
+    def take(self) -> rollups.FoldPlan | None:
+        """The plan the child sent (it writes each whole, so this blocks only until the rest of it arrives); None if
+        the child is gone, or sent something that is not a plan (then it is stopped)."""
+        header = read_exactly(self.fd, FRAME_LENGTH.size)
+        body = read_exactly(self.fd, FRAME_LENGTH.unpack(header)[0]) if len(header) == FRAME_LENGTH.size else b""
+        try:
+            if body:
+                return self._decode(body)
+        except msgspec.DecodeError as exc:
+            log.error("the rollups folder sent something that is not a plan: %s", exc)
+        self._gone()
+        return None
+
+    def hand_back(self, applied: bool) -> None:
+        try:
+            write_all(self._proc.stdin.fileno(), APPLIED if applied else REFUSED)  # type: ignore[union-attr]
+        except OSError:  # it died meanwhile: the next poll sees its stdout close
+            pass
+
+    def _gone(self) -> None:
+        proc, self._proc, self.fd = self._proc, None, -1
+        if proc is None:
+            return
+        proc.kill()
+        returncode = proc.wait()
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]
+        log.error("the rollups folder exited with %s; it is started again in %.0f s", returncode, self.due())
+
+    def close(self) -> None:
+        """Stop the child: it sees its stdin close and exits."""
+        proc, self._proc, self.fd = self._proc, None, -1
+        if proc is None:
+            return
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The rollups' folder process (gateway/store/folder.py): it plans each fold on its own connection and the caller
+applies it; a refused plan is planned again; it runs at the lowest priority, goes away with the writer, and the writer
+starts another when one dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import select
+import signal
+import time
+from pathlib import Path
+
+from gateway.settings import Settings
+from gateway.store import create_store, rollups, tables
+from gateway.store.folder import NICENESS, FolderProcess
+from tests.test_rollups import _stored_log, counted, logged_project, stored_events
+
+
+def next_plan(folder: FolderProcess, timeout: float = 10.0) -> rollups.FoldPlan:
+    waiting = select.poll()
+    waiting.register(folder.fd, select.POLLIN)
+    assert waiting.poll(timeout * 1000), "the folder sent no plan"
+    plan = folder.take()
+    assert plan is not None
+    return plan
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def wait_until(predicate, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+    return found
+
+
+def test_the_folder_plans_what_the_writer_applies_and_plans_again_after_a_refusal(tmp_path):
+    path, project_id, last = _stored_log(tmp_path, 21)
+    folder = FolderProcess(path, busy_timeout_ms=5000)
+    folder.start()
+    try:
+        with contextlib.closing(tables.connect(path)) as conn:
+            refused = next_plan(folder)
+            assert niceness(folder.pid) == NICENESS  # set before it plans
+            assert (refused.first, refused.last) == (0, last)
+            folder.hand_back(False)  # as the writer answers a plan that no longer holds: nothing written
+            again = next_plan(folder)
+            assert again == refused and rollups.watermark(conn) == 0
+            with tables.transaction(conn):
+                assert rollups.apply(conn, again)
+            folder.hand_back(True)
+        held, recount, folded = counted(path, project_id)
+        assert held == recount and folded == last
+    finally:
+        folder.close()
+    assert folder.fd == -1
+
+
+async def test_the_folder_goes_away_with_its_writer_and_the_writer_starts_another_when_it_dies(tmp_path):
+    path = str(tmp_path / "bc.db")
+    store = create_store(Settings.load(environ={}, db=path))
+    await store.open()
+    try:
+        rng = random.Random(22)
+        project_id = await logged_project(store, rng)
+        writer = store.writer_pid
+        [first] = wait_until(lambda: children(writer), "the writer started no folder")
+        wait_until(lambda: niceness(first) == NICENESS, "the folder did not lower its priority")
+
+        os.kill(first, signal.SIGKILL)
+        [second] = wait_until(lambda: [c for c in children(writer) if c != first], "no folder after the first died",
+                              timeout=15)
+        await store.write_events(project_id, stored_events(rng, 30))
+        deadline = time.monotonic() + 10
+        while (found := counted(path, project_id))[0] != found[1]:  # the new one folds them in, with no read asking
+            assert time.monotonic() < deadline, "the second folder did not fold the events in"
+            await asyncio.sleep(0.02)
+        with contextlib.closing(tables.connect(path)) as conn:
+            assert found[2] == rollups.last_seq(conn) > 0
+
+        os.kill(writer, signal.SIGKILL)  # the folder sees its stdin close and exits (reaped by init: poll /proc)
+        wait_until(lambda: not Path(f"/proc/{second}").exists()
+                   or Path(f"/proc/{second}/stat").read_text().rpartition(")")[2].split()[0] == "Z",
+                   "the folder outlived its writer")
+    finally:
+        await store.close()
