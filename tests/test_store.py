@@ -140,7 +140,7 @@ def columns(conn: sqlite3.Connection, table: str) -> list[str]:
 def test_a_new_file_gets_the_current_schema(tmp_path):
     path = str(tmp_path / "bc.db")
     with closing(tables.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 4
         assert table_names(conn) >= {"meta", "projects", "secret_keys", "traces", "events", "votes"}
         assert columns(conn, "traces")[:3] == ["row", "project_id", "trace_id"]
         assert columns(conn, "events")[:4] == ["seq", "project_id", "id", "trace"]
@@ -315,8 +315,6 @@ def test_the_newest_vote_by_client_time_wins(db):
 
 @pytest.mark.parametrize("writer_process", [True, False], ids=["served", "command"])
 async def test_every_store_operation_through_the_interface(tmp_path, writer_process):
-    import uuid
-
     from gateway import tokens
 
     store = SQLiteStore(str(tmp_path / "bc.db"), writer_process=writer_process)
@@ -345,7 +343,7 @@ async def test_every_store_operation_through_the_interface(tmp_path, writer_proc
 
 @pytest.fixture
 def feature(monkeypatch):
-    """A feature module (as `tables.FEATURES` names them) with a table, an upgrade step and an after_events hook."""
+    """A feature module (as `tables.FEATURES` names them) with a table and an upgrade step."""
     module = types.ModuleType("bc_test_feature")
     module.SCHEMA = "CREATE TABLE IF NOT EXISTS feature_log (first_seq INTEGER, last_seq INTEGER, note TEXT);\n"
 
@@ -353,18 +351,12 @@ def feature(monkeypatch):
         conn.execute("INSERT INTO feature_log VALUES (NULL, NULL, 'backfilled: ' ||"
                      " (SELECT count(*) FROM events))")
 
-    def after_events(conn: sqlite3.Connection, first: int, last: int) -> None:
-        new = conn.execute("SELECT count(*) FROM events WHERE seq > ? AND seq <= ?", (first, last)).fetchone()[0]
-        conn.execute("INSERT INTO feature_log VALUES (?, ?, ?)", (first, last, f"{new} new"))
-
-    module.upgrade_from_2, module.after_events = upgrade_from_2, after_events
+    module.upgrade_from_2 = upgrade_from_2
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(tables, "FEATURES", (module.__name__,))
     tables.features.cache_clear()
-    tables._after_events.cache_clear()
     yield module
     tables.features.cache_clear()
-    tables._after_events.cache_clear()
 
 
 def _as_version_2(path: str) -> str:
@@ -380,8 +372,8 @@ def _as_version_2(path: str) -> str:
 
 
 def test_a_feature_table_reaches_new_and_older_files(tmp_path, feature):
-    """Version 3 is the features' tables: a new file gets them, a version 2 or first-schema file is upgraded (with the
-    feature's own step run on its data), all in the one upgrade transaction."""
+    """Version 3 is the features' tables (and 4 a change to one): a new file gets them, a version 2 or first-schema
+    file is upgraded (with the feature's own step run on its data), all in the one upgrade transaction."""
     v1 = first_schema_file(tmp_path / "v1.db")
     with closing(sqlite3.connect(v1)):
         pass
@@ -393,24 +385,9 @@ def test_a_feature_table_reaches_new_and_older_files(tmp_path, feature):
     for path, notes in ((v2, ["backfilled: 0"]), (v1, [f"backfilled: {len(EVENTS_1)}"]),
                         (str(tmp_path / "new.db"), [])):
         with closing(tables.connect(path)) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 4
             assert [n for (n,) in conn.execute("SELECT note FROM feature_log")] == notes
     with closing(sqlite3.connect(v1)) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == len(EVENTS_1)
 
 
-def test_after_events_runs_in_the_commit_with_the_new_events_range(tmp_path, feature):
-    with closing(tables.connect(str(tmp_path / "bc.db"))) as conn:
-        with tables.transaction(conn):
-            project, _ = tables.create_project(conn, name="p", origins=["*"])
-            tables.upsert_trace(conn, project.id, TraceIn(trace_id="t", session_id="s"))
-        rows = [EventRow(str(uuid.uuid4()), "t", "s", "shown", None, None, None, None, 1, "h") for _ in range(3)]
-        known: dict = {}
-        with tables.transaction(conn):
-            assert tables.insert_event_batches(conn, [(project.id, rows[:2])], known) == [["accepted"] * 2]
-        with tables.transaction(conn):  # one duplicate, one new: the hook sees the range, and one new row in it
-            assert tables.insert_event_batches(conn, [(project.id, rows[1:])], known) == [["duplicate", "accepted"]]
-        with tables.transaction(conn):  # only duplicates: nothing was added, the hook does not run
-            tables.insert_event_batches(conn, [(project.id, rows)], known)
-        assert conn.execute("SELECT first_seq, last_seq, note FROM feature_log").fetchall() == [
-            (0, 2, "2 new"), (2, 4, "1 new")]

@@ -60,9 +60,9 @@ def plan(pending: list[Pending], now: float, max_batch: int) -> tuple[list[Pendi
 
 
 def settle(destination_id: str, batch: list[Pending], outcomes: dict[str, Outcome], now: float, backoff: Backoff,
-           rand: Callable[[], float]) -> Outcomes:
-    """What the store records after one send: delivered rows leave, retried ones get their next try (or die past the
-    backoff's deadline), refused ones are parked with the answer's body."""
+           rand: Callable[[], float], upto: int = 0) -> Outcomes:
+    """What the store records after one send: delivered records leave, retried ones get their next try (or die past
+    the backoff's deadline), refused ones are parked with the answer's body; the cursor moves to `upto`."""
     delivered: list[int] = []
     retried: list[Retried] = []
     dead: list[Parked] = []
@@ -84,7 +84,7 @@ def settle(destination_id: str, batch: list[Pending], outcomes: dict[str, Outcom
             dead.append(Parked(row.record.seq, attempts, f"gave up after {attempts} tries: {outcome.error}", ""))
         else:
             retried.append(Retried(row.record.seq, attempts, first, at))
-    return Outcomes(destination_id, delivered, retried, dead, last_error)
+    return Outcomes(destination_id, delivered, retried, dead, last_error, upto)
 
 
 class Worker:
@@ -212,18 +212,23 @@ class Worker:
 
     async def _drain(self, stored: StoredDestination, destination: Destination, client: httpx.AsyncClient) -> float:
         """Send what is due of one destination; how long to wait before looking again (0: more is due now)."""
-        pending = await self.store.pending(stored.id, WINDOW)
+        window = await self.store.pending(stored.id, WINDOW)
         now = self.clock()
-        batch, next_due = plan(pending, now, destination.max_batch)
+        batch, next_due = plan(window.records, now, destination.max_batch)
+        # Where the cursor may move once the batch is dealt with: past every record `plan` went through (those it held
+        # back behind their trace's retry get a row), so to the window's end unless it stopped at a full batch.
+        upto = batch[-1].record.seq if len(batch) == destination.max_batch else window.end
         if not batch:
-            if len(pending) == WINDOW and next_due is not None:  # a full window of waiting retries: sleep past them
+            if upto > window.cursor:  # events it does not want, or records held back: move past them
+                await self.store.record_outcomes(Outcomes(stored.id, [], [], [], None, upto))
+            if len(window.records) == WINDOW and next_due is not None:  # a full window of waiting retries
                 return next_due - now
             return self.poll if next_due is None else max(0.0, min(self.poll, next_due - now))
         self.in_flight[stored.id] += len(batch)
         try:
             outcomes = await deliver(destination, [row.record for row in batch], client,
                                      concurrency=self.concurrency, clock=self.clock)
-            settled = settle(stored.id, batch, outcomes, self.clock(), self.backoff, self.rand)
+            settled = settle(stored.id, batch, outcomes, self.clock(), self.backoff, self.rand, upto)
             await self.store.record_outcomes(settled)
         finally:
             self.in_flight[stored.id] -= len(batch)

@@ -1,10 +1,13 @@
-"""Forwarding's tables: destinations (credentials sealed by `gateway.forwarding.crypto.Vault`), the outbox, dead rows
-and the delivery lease, as plain functions of a connection.
+"""Forwarding's tables: destinations (credentials sealed by `gateway.forwarding.crypto.Vault`), their queues, dead
+records and the delivery lease, as plain functions of a connection.
 
-The outbox is filled inside the writer's group commit (`after_events`): one INSERT ... SELECT per commit that joins the
-commit's new events with the project's destinations by signal type, so an event has an outbox row if and only if it
-was stored; while no project has a destination a commit pays one probe of an empty table. A delivered row is deleted
-(and counted on its destination); a dead one moves to `outbox_dead` with the refusal kept for the operator.
+A destination's queue is the event log itself: each destination keeps a cursor (the last event seq it was handed), and
+every event after it of a type the destination wants is queued. So an event is queued if and only if it is stored, by
+the very commit that stores it, and storing one costs the commit nothing. Only what needs more than one pass gets a row
+in `outbox`, written as the cursor moves past it (`record_outcomes`): a record to retry, or one held back behind its
+trace's waiting retry. A delivered record leaves nothing but its destination's `delivered` count; a dead one moves to
+`outbox_dead` with the refusal kept for the operator. Every row's seq is at most its destination's cursor, so a
+destination's queue in commit order is its rows, then the log after its cursor (`pending`).
 """
 
 from __future__ import annotations
@@ -29,18 +32,20 @@ CREATE TABLE IF NOT EXISTS destinations (
     signals TEXT NOT NULL,
     credentials BLOB NOT NULL,
     created_at INTEGER NOT NULL,
+    cursor INTEGER NOT NULL DEFAULT 0,  -- the last event seq it was handed (see the module docstring)
     delivered INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     last_error_at INTEGER
 );
--- What `fill` joins on: one row per (project, signal type, destination that wants it).
+-- Which events a destination wants: one row per (project, signal type, destination that wants it).
 CREATE TABLE IF NOT EXISTS destination_signals (
     project_id INTEGER NOT NULL,
     type TEXT NOT NULL,
     destination TEXT NOT NULL,
     PRIMARY KEY (project_id, type, destination)
 ) WITHOUT ROWID;
--- Queued records only. `seq` is the event's; `next_try_at` (unix seconds) 0 until the first failure.
+-- The records that need more than one pass (see the module docstring). `seq` is the event's; `next_try_at` (unix
+-- seconds) 0 until the first failure.
 CREATE TABLE IF NOT EXISTS outbox (
     destination TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -106,6 +111,17 @@ class Pending:
     next_try_at: float
 
 
+@dataclass(frozen=True)
+class Window:
+    """The start of a destination's queue (`pending`): `records` in commit order, and how far the log was read for
+    them: every record the destination wants up to `end` is in `records`, so once they are dealt with its cursor may
+    move from `cursor` to `end` (`Outcomes.upto`)."""
+
+    records: list[Pending]
+    cursor: int
+    end: int
+
+
 # --- The writer's jobs (each an `Op` of gateway/store/writer.py, run by `run`) ---
 
 class Retried(msgspec.Struct, array_like=True):
@@ -123,13 +139,15 @@ class Parked(msgspec.Struct, array_like=True):
 
 
 class Outcomes(msgspec.Struct, tag="outbox_outcomes", array_like=True):
-    """One delivery round of one destination, as the writer records it."""
+    """One delivery round of one destination, as the writer records it. `upto`: where its cursor moves (at most its
+    window's `end`); what it passes over and was not delivered gets a row."""
 
     destination: str
     delivered: list[int]
     retried: list[Retried]
     dead: list[Parked]
     last_error: str | None
+    upto: int = 0
 
 
 class AddDestination(msgspec.Struct, tag="outbox_add", array_like=True):
@@ -185,29 +203,13 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# --- Inside the writer's group commit ---
-
-# The events of this commit that a destination of their project wants. A vote older (by client time) than the
-# session's current vote after this commit is superseded: a log entry, not the vote. With no destination anywhere the
-# join finds nothing at once.
-_FILL = (
-    "INSERT INTO outbox (destination, seq, superseded)"
-    " SELECT s.destination, e.seq, coalesce(e.type = 'feedback' AND e.ts < (SELECT v.ts FROM votes AS v"
-    " WHERE v.trace = e.trace AND v.session_id = e.session_id), 0)"
-    " FROM events AS e JOIN destination_signals AS s ON s.project_id = e.project_id AND s.type = e.type"
-    " WHERE e.seq > ? AND e.seq <= ?")
-
-
-# Without any destination the commit pays for this probe only: the INSERT costs ~1.6 times as much even when it finds
-# nothing to insert (docs/benchmarks.md, "Forwarding's outbox").
-_ANY_DESTINATION = "SELECT 1 FROM destination_signals LIMIT 1"
-
-
-def after_events(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
-    """Queue this commit's new events (first_seq < seq <= last_seq) for every destination that wants them, inside
-    the commit that stores them: an event is forwarded if and only if it was stored."""
-    if conn.execute(_ANY_DESTINATION).fetchone() is not None:
-        conn.execute(_FILL, (first_seq, last_seq))
+# A vote older (by client time) than the session's current vote is superseded: a log entry, not the vote.
+_SUPERSEDED = ("coalesce(e.type = 'feedback' AND e.ts < (SELECT v.ts FROM votes AS v"
+               " WHERE v.trace = e.trace AND v.session_id = e.session_id), 0)")
+# The events after a seq of the types a destination wants (bound: the destination, then the seq).
+_WANTED = ("FROM events AS e JOIN destination_signals AS s ON s.project_id = e.project_id AND s.type = e.type"
+           " AND s.destination = ? WHERE e.seq > ?")
+_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 
 
 # --- Write jobs ---
@@ -216,8 +218,8 @@ def add_destination(conn: sqlite3.Connection, project_id: int, kind: str, url: s
                     credentials: bytes) -> str:
     """The new destination's id. It receives events committed from now on."""
     destination = "dst_" + secrets.token_urlsafe(12)
-    conn.execute("INSERT INTO destinations (id, project_id, kind, url, signals, credentials, created_at)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
+    conn.execute("INSERT INTO destinations (id, project_id, kind, url, signals, credentials, created_at, cursor)"
+                 f" VALUES (?, ?, ?, ?, ?, ?, ?, ({_LAST_SEQ}))",
                  (destination, project_id, kind, url, ",".join(signals), credentials, _now_ms()))
     conn.executemany("INSERT INTO destination_signals (project_id, type, destination) VALUES (?, ?, ?)",
                      [(project_id, signal, destination) for signal in signals])
@@ -247,14 +249,28 @@ def retry_dead(conn: sqlite3.Connection, project_id: int, destination: str) -> i
 
 # One statement for a round's delivered rows (a batch is up to a destination's `max_batch` of them).
 _DELETE_DELIVERED = "DELETE FROM outbox WHERE destination = ? AND seq IN (SELECT value FROM json_each(?))"
+# The records the cursor moves past (bound: destination, cursor, upto, the delivered seqs) that were not delivered.
+_PASSED = (f"INSERT OR IGNORE INTO outbox (destination, seq, superseded) SELECT s.destination, e.seq, {_SUPERSEDED}"
+           f" {_WANTED} AND e.seq <= ? AND e.seq NOT IN (SELECT value FROM json_each(?))")
 _encode_json = msgspec.json.Encoder().encode
 
 
 def record_outcomes(conn: sqlite3.Connection, outcomes: Outcomes) -> None:
-    """Apply one delivery round: delete what was delivered (counting it), reschedule retries, park the dead."""
+    """Apply one delivery round: move the cursor (what it passes and was not delivered gets a row), delete delivered
+    rows and count every delivered record, reschedule retries, park the dead."""
     destination = outcomes.destination
-    delivered = conn.execute(_DELETE_DELIVERED, (destination, _encode_json(outcomes.delivered))).rowcount \
-        if outcomes.delivered else 0
+    found = conn.execute("SELECT cursor FROM destinations WHERE id = ?", (destination,)).fetchone()
+    if found is None:  # removed meanwhile, with its queue
+        return
+    (cursor,) = found
+    delivered_seqs = _encode_json(outcomes.delivered)
+    delivered = 0
+    if outcomes.upto > cursor:
+        conn.execute(_PASSED, (destination, cursor, outcomes.upto, delivered_seqs))
+        conn.execute("UPDATE destinations SET cursor = ? WHERE id = ?", (outcomes.upto, destination))
+        delivered = sum(1 for seq in outcomes.delivered if cursor < seq <= outcomes.upto)
+    if outcomes.delivered:
+        delivered += conn.execute(_DELETE_DELIVERED, (destination, delivered_seqs)).rowcount
     conn.executemany("UPDATE outbox SET attempts = ?, first_try_at = ?, next_try_at = ? WHERE destination = ?"
                      " AND seq = ?", [(r.attempts, r.first_try_at, r.next_try_at, destination, r.seq)
                                       for r in outcomes.retried])
@@ -315,9 +331,18 @@ def any_destination(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM destinations LIMIT 1").fetchone() is not None
 
 
+def _cursor(conn: sqlite3.Connection, destination_id: str) -> int | None:
+    found = conn.execute("SELECT cursor FROM destinations WHERE id = ?", (destination_id,)).fetchone()
+    return None if found is None else found[0]
+
+
 def counts(conn: sqlite3.Connection, destination_id: str) -> DestinationCounts:
-    queued, oldest_seq = conn.execute("SELECT count(*), min(seq) FROM outbox WHERE destination = ?",
-                                      (destination_id,)).fetchone()
+    rows, oldest_seq = conn.execute("SELECT count(*), min(seq) FROM outbox WHERE destination = ?",
+                                    (destination_id,)).fetchone()
+    in_log, oldest_in_log = conn.execute(f"SELECT count(*), min(e.seq) {_WANTED}",
+                                         (destination_id, _cursor(conn, destination_id) or 0)).fetchone()
+    queued = rows + in_log
+    oldest_seq = oldest_in_log if oldest_seq is None else oldest_seq  # every row is before the cursor
     (dead,) = conn.execute("SELECT count(*) FROM outbox_dead WHERE destination = ?", (destination_id,)).fetchone()
     delivered, last_error, last_error_at = conn.execute(
         "SELECT delivered, last_error, last_error_at FROM destinations WHERE id = ?", (destination_id,)).fetchone()
@@ -336,20 +361,36 @@ def dead_records(conn: sqlite3.Connection, destination_id: str, limit: int = 20)
 
 
 _decode_props = msgspec.json.Decoder(dict[str, Any]).decode
-_PENDING_SELECT = (
-    "SELECT o.seq, e.id, p.public_key, t.trace_id, e.session_id, e.type, e.ts, t.user_id, t.model, t.template,"
-    " e.value, e.reason, e.comment, e.props, o.superseded, e.trace, o.attempts, o.first_try_at, o.next_try_at"
-    " FROM outbox AS o JOIN events AS e ON e.seq = o.seq JOIN traces AS t ON t.row = e.trace"
-    " JOIN projects AS p ON p.id = e.project_id WHERE o.destination = ? ORDER BY o.seq LIMIT ?")
+_RECORD = ("e.seq, e.id, p.public_key, t.trace_id, e.session_id, e.type, e.ts, t.user_id, t.model, t.template,"
+           " e.value, e.reason, e.comment, e.props")
+_JOIN_RECORD = " JOIN traces AS t ON t.row = e.trace JOIN projects AS p ON p.id = e.project_id"
+_ROWS_SELECT = (f"SELECT {_RECORD}, o.superseded, e.trace, o.attempts, o.first_try_at, o.next_try_at FROM outbox AS o"
+                f" JOIN events AS e ON e.seq = o.seq{_JOIN_RECORD} WHERE o.destination = ? ORDER BY o.seq LIMIT ?")
+_LOG_SELECT = (f"SELECT {_RECORD}, {_SUPERSEDED}, e.trace, 0, NULL, 0 FROM events AS e JOIN destination_signals AS s"
+               f" ON s.project_id = e.project_id AND s.type = e.type AND s.destination = ?{_JOIN_RECORD}"
+               " WHERE e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?")
 
 
-def pending(conn: sqlite3.Connection, destination_id: str, limit: int) -> list[Pending]:
-    """The destination's first `limit` queued records in commit order, due or not (the worker decides)."""
-    return [Pending(OutboxRecord(seq=r[0], event_id=r[1], project=r[2], trace_id=r[3], session_id=r[4], type=r[5],
-                                 ts=r[6], user_id=r[7], model=r[8], template=r[9], value=r[10], reason=r[11],
-                                 comment=r[12], props=_decode_props(r[13]) if r[13] else {}, superseded=bool(r[14])),
-                    r[15], r[16], r[17], r[18])
-            for r in conn.execute(_PENDING_SELECT, (destination_id, limit))]
+def _pending(r: Sequence[Any]) -> Pending:
+    return Pending(OutboxRecord(seq=r[0], event_id=r[1], project=r[2], trace_id=r[3], session_id=r[4], type=r[5],
+                                ts=r[6], user_id=r[7], model=r[8], template=r[9], value=r[10], reason=r[11],
+                                comment=r[12], props=_decode_props(r[13]) if r[13] else {}, superseded=bool(r[14])),
+                   r[15], r[16], r[17], r[18])
+
+
+def pending(conn: sqlite3.Connection, destination_id: str, limit: int) -> Window:
+    """The destination's first `limit` queued records in commit order, due or not (the worker decides): its rows,
+    then the log after its cursor."""
+    cursor = _cursor(conn, destination_id)
+    if cursor is None:
+        return Window([], 0, 0)
+    last = conn.execute(_LAST_SEQ).fetchone()[0]  # first: the log is read up to it, so `end` holds in any snapshot
+    records = [_pending(r) for r in conn.execute(_ROWS_SELECT, (destination_id, limit))]
+    room = limit - len(records)
+    if not room:
+        return Window(records, cursor, cursor)
+    log = [_pending(r) for r in conn.execute(_LOG_SELECT, (destination_id, cursor, last, room))]
+    return Window(records + log, cursor, last if len(log) < room else log[-1].record.seq)
 
 
 class Outbox:
@@ -392,5 +433,13 @@ class Outbox:
     async def dead_records(self, destination_id: str) -> list[dict[str, Any]]:
         return await self._read(dead_records, destination_id)
 
-    async def pending(self, destination_id: str, limit: int) -> list[Pending]:
+    async def pending(self, destination_id: str, limit: int) -> Window:
         return await self._read(pending, destination_id, limit)
+
+
+def upgrade_from_3(conn: sqlite3.Connection) -> None:
+    """Version 4 queues from the log behind each destination's cursor: the rows queued before stay, and the cursor
+    starts after them (a file upgraded from version 2 has its tables created with the column already)."""
+    if "cursor" not in [column for _, column, *_ in conn.execute("PRAGMA table_info(destinations)")]:
+        conn.execute("ALTER TABLE destinations ADD COLUMN cursor INTEGER NOT NULL DEFAULT 0")
+    conn.execute(f"UPDATE destinations SET cursor = ({_LAST_SEQ})")

@@ -5,11 +5,11 @@ Adding a table: add its `CREATE TABLE IF NOT EXISTS` to `SCHEMA`, raise `SCHEMA_
 N - 1 to `MIGRATIONS` (for tables that are only new, `_create` is that step: it creates what `SCHEMA` has and the file
 lacks). Each step runs on a file of the version before it, in the one transaction that upgrades the file.
 
-A feature whose tables follow the event log (rollups, the forwarding outbox, review queues) lives in a module of its
+A feature whose tables follow the event log (rollups, the forwarding queues, review queues) lives in a module of its
 own under `gateway/store/`, named in `FEATURES`. Such a module defines `SCHEMA` (its `CREATE ... IF NOT EXISTS`
-statements, created with the base schema), and may define `after_events(conn, first_seq, last_seq)`, run inside every
-commit that added events (see `insert_event_batches`), and `upgrade_from_2(conn)`, run when a version 2 file is
-upgraded (after its tables were created: e.g. to backfill them from the log).
+statements, created with the base schema), and may define `upgrade_from_N(conn)`, run when a version N file is
+upgraded (for version 2, after its tables were created: e.g. to backfill them from the log). None of them runs inside
+the commits that store events: those stay the same whatever features follow the log.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from gateway.schemas import DEFAULT_EVENTS_PAGE, DEFAULT_REASONS, Rating, Reason
 from gateway.store import EventRow, KeyInfo, Project, SecretKey
 from gateway.store import review, rollups
 
-SCHEMA_VERSION = 3  # PRAGMA user_version; 0 is a new file, or the first schema (version 1, which recorded none)
+SCHEMA_VERSION = 4  # PRAGMA user_version; 0 is a new file, or the first schema (version 1, which recorded none)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS projects (
@@ -191,11 +191,6 @@ def features() -> tuple[ModuleType, ...]:
     return tuple(importlib.import_module(name) for name in FEATURES)
 
 
-@functools.cache
-def _after_events() -> tuple[Callable[[sqlite3.Connection, int, int], None], ...]:
-    return tuple(module.after_events for module in features() if hasattr(module, "after_events"))
-
-
 def _run_schema(conn: sqlite3.Connection, schema: str) -> None:
     # One statement at a time: executescript would first COMMIT the transaction they belong to.
     statement = ""
@@ -210,6 +205,13 @@ def _create(conn: sqlite3.Connection) -> None:
     _run_schema(conn, SCHEMA)
     for module in features():
         _run_schema(conn, module.SCHEMA)
+
+
+def _upgrade_from_3(conn: sqlite3.Connection) -> None:
+    """Version 4: whatever each feature's `upgrade_from_3` does (forwarding: queues behind a cursor)."""
+    for module in features():
+        if hasattr(module, "upgrade_from_3"):
+            module.upgrade_from_3(conn)
 
 
 def _upgrade_from_2(conn: sqlite3.Connection) -> None:
@@ -249,6 +251,7 @@ def _migrate_from_text_trace_ids(conn: sqlite3.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_from_text_trace_ids,  # to 2
     2: _upgrade_from_2,  # to 3
+    3: _upgrade_from_3,  # to 4
 }
 """Version N -> the step that brings a file from N to N + 1."""
 
@@ -385,11 +388,6 @@ def insert_event_batches(conn: sqlite3.Connection, batches: Sequence[tuple[int, 
     vote_rows = [vote for vote_seq, vote in votes if inserted is None or vote_seq in inserted]
     if vote_rows:
         conn.executemany(_UPSERT_VOTES, vote_rows)
-    if went_in:
-        # The events this commit added are those with first < seq <= seq that exist (a duplicate got no row):
-        # features that follow the log update themselves from that range, set-based, in this same transaction.
-        for after_events in _after_events():
-            after_events(conn, first, seq)
     return outcomes
 
 
