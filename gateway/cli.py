@@ -31,6 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = config.from_options(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request it sends (alert webhooks) at INFO, URL and all: a line per delivery is noise, and a
+    # webhook's URL may carry a token.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     raise_open_files_limit()
     server = uvicorn.Server(uvicorn_config(create_app(settings), host=settings.host, port=settings.port,
                                            log_level=settings.log_level, settings=settings))

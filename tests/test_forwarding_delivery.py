@@ -117,7 +117,11 @@ def test_every_vote_and_opted_in_signal_arrives_once_in_each_format(stack):
         copied = event("copied", trace_id="t1", token=token, length=42)
         shown = event("shown", trace_id="t1", token=token)  # never forwarded
         stack.send([up, copied, shown], http)
-        stack.send([down], http)  # a changed vote: the same Langfuse score, overwritten
+        # Changed once the first vote is in Langfuse: the change overwrites the same score. (Read together, the older
+        # vote would be sent marked superseded, and Langfuse would get only the newer one.)
+        wait_for(lambda: score_id(stack.public_key, "t1", "s1", VOTE_SCORE) in stack.langfuse.scores,
+                 what="the first vote in Langfuse")
+        stack.send([down], http)
         server_vote = bc.feedback("t2", "s2", 1).id  # server-side ingest: no token, the secret key vouches
         edited = bc.signal("edited", "t2", "s2", edit_ratio=0.5).id  # not opted in anywhere
 
@@ -146,6 +150,9 @@ def test_every_vote_and_opted_in_signal_arrives_once_in_each_format(stack):
         assert shown_destination["dead"] == 0 and shown_destination["in_flight"] == 0
         assert shown_destination["oldest_queued_age_s"] is None
         assert not {"credentials", "secret", "secret_key", "api_key"} & set(shown_destination)
+    # Its log (the delivery process's included) has no line per request sent, and no credential.
+    log = Path(stack.gateway.log.name).read_text()
+    assert "HTTP Request" not in log and stack.langfuse.secret_key not in log and stack.posthog.api_key not in log
 
 
 def _keep_sending(stack: Stack, http: httpx.Client, token: str, rounds: int, accepted: list[str]) -> None:

@@ -54,7 +54,7 @@ class OutboxRecord(Struct, frozen=True, kw_only=True):
     reason: str | None = None  # feedback
     comment: str | None = None  # feedback, already scrubbed at ingest
     props: dict[str, Any] = msgspec.field(default_factory=dict)  # the event's own fields: length, dwell_ms, ...
-    # A vote older (by client time) than the session's current one when it was committed: a log entry, not the
+    # A vote older (by client time) than the session's current one when it was read to be sent: a log entry, not the
     # current vote. Destinations that keep only the current vote (Langfuse's score) skip it.
     superseded: bool = False
 

@@ -325,6 +325,7 @@ async def _child() -> int:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request sent, URL and all (see gateway.cli)
     # A stop signal sent to the whole process group reaches us too: the gateway stops us (`Stop`) in its own time.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
