@@ -1,8 +1,8 @@
 """The delivery worker in a process of its own: sending to destinations never takes the gateway's event loop (nor its
-GIL) from ingest, and the child runs at the lowest priority (`_lower_priority`), so when the cores are short, ingest
-goes first and the outbox waits a little longer.
+GIL) from ingest, and the child runs at the lowest priority (`children.start_child`), so when the cores are short,
+ingest goes first and the queues wait a little longer.
 
-The child runs `worker.Worker` as is. It reads the outbox on a read-only connection of its own (WAL lets it read beside
+The child runs `worker.Worker` as is. It reads the queues on a read-only connection of its own (WAL lets it read beside
 the writer) and sends its writes (delivery outcomes, the lease) to the gateway, which hands them to the writer: the
 writer stays the only process that writes. The gateway starts the child once a destination exists, restarts it if it
 dies, and stops it first at shutdown (so it can give the lease back).
@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,7 @@ from prometheus_client.core import Metric
 
 from gateway import tasks
 from gateway.backoff import Backoff
+from gateway.children import start_child
 from gateway.forwarding.crypto import Vault
 from gateway.forwarding.worker import Progress, Worker, metrics_of
 from gateway.store import StoreUnavailable, tables
@@ -38,7 +37,6 @@ from gateway.store.frames import FRAME_LENGTH, frame
 
 log = logging.getLogger("backchannel.forwarding")
 
-NICENESS = 10  # added to the gateway's where the idle scheduling class is not available
 PROGRESS_EVERY = 0.5  # seconds between the child's `Progress` messages
 RESTART_AFTER = 1.0  # seconds before a child that died is started again
 STOP_TIMEOUT = 10.0  # seconds a stopping child gets to give the lease back before it is killed
@@ -324,27 +322,9 @@ async def _child() -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start_child("delivery process", idle=True)  # the gateway stops us (`Stop`) in its own time
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request sent, URL and all (see gateway.cli)
-    # A stop signal sent to the whole process group reaches us too: the gateway stops us (`Stop`) in its own time.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _lower_priority()
     return asyncio.run(_child())
-
-
-def _lower_priority() -> None:
-    """Run only on CPU the gateway and its writer leave idle (Linux's idle scheduling class: any of their wake-ups
-    preempts it at once), else at a lower niceness."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return
-    except (AttributeError, OSError):  # not Linux, or not allowed
-        pass
-    try:
-        os.nice(NICENESS)
-    except OSError as exc:
-        log.warning("could not lower the delivery process's priority: %s", exc)
 
 
 if __name__ == "__main__":

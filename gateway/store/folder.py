@@ -1,10 +1,12 @@
 """The rollups' folder: a child process of the writer that works out each fold (`rollups.plan`) on a read-only
 connection of its own, so the writer only writes it (`rollups.apply`), between two commits.
 
-Why a process: working out a fold is mostly Python (a second's events summed per impression); run in a thread of the
-writer, it held the GIL the writer's serving loop needs back after every SQLite step, and 20-event ingest fell by a
-fifth (docs/benchmarks.md). The folder runs at the lowest priority (niceness 19): when the cores are short, commits go
-first and the rollups fall behind, which costs nothing but a longer catch-up at the next read (`rollups.Stats`).
+Why a process: working out a fold is mostly Python (a second's events summed per impression). In a thread of the
+writer it took the GIL that the writer's serving loop needs back after every SQLite step; here it competes for a core
+only, and in Linux's idle scheduling class (`children.start_child`): any wake-up of the writer or the gateway preempts
+it at once (a niced process would finish its time slice first, and every request behind the writer would wait). When
+the cores are short, the rollups fall behind, which costs nothing but a longer catch-up at the next read
+(`rollups.Stats`). Measurements: docs/benchmarks.md.
 
 Pacing: the folder looks at the log every FOLD_IDLE. A fold starts once no event was committed since the last look, or
 FOLD_EVERY after it first saw events the rollups lack: under load, about a second's events at a time, in which an
@@ -21,7 +23,6 @@ import argparse
 import logging
 import os
 import select
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 
 import msgspec
 
+from gateway.children import start_child
 from gateway.store import rollups
 from gateway.store.frames import FRAME_LENGTH, frame, read_exactly, write_all
 
@@ -37,7 +39,6 @@ log = logging.getLogger("backchannel.store")
 FOLD_IDLE = 0.05  # seconds
 FOLD_EVERY = 1.0
 FOLD_SLICE = 50_000  # events per plan at most
-NICENESS = 19
 RESTART_AFTER = 1.0  # seconds before a folder that died is started again
 
 APPLIED, REFUSED = b"\1", b"\0"
@@ -120,14 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--busy-timeout-ms", type=int, default=5000)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # As the writer's: a stop signal sent to the whole process group is not ours to act on; the writer's end is.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.nice(NICENESS)
-    except OSError as exc:
-        log.warning("could not lower the rollups folder's priority: %s", exc)
+    start_child("rollups folder", idle=True)
     conn = connect(args.db, args.busy_timeout_ms)
     try:
         serve(conn)

@@ -13,7 +13,7 @@ impression; votes count as the impression's current vote; reasons follow the cur
 - the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
 The commits that store events do not touch the rollups (acknowledging an event costs nothing here). A fold is two steps:
-`plan` reads the events after the watermark (summed per impression: signals, newest vote), the impressions they
+`plan` reads the events after the watermark (summed per impression in SQL: signals, newest vote), the impressions they
 touch and the new ones' traces, and works out every write; `apply` makes them (one batched statement per table) and
 moves the watermark, if what the plan read still holds (the watermark where it began, and no `retrace` since: the
 `rollups_epoch` meta row). The folder process plans on a read connection of its own and the writer applies between two
@@ -188,9 +188,16 @@ def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, st
     return {label: ids[key] for label, key in keys.items()}
 
 
-# The events of a seq range in commit order: a walk along the table, summed per impression by `plan` (a GROUP BY in
-# SQL would sort them first, which costs more than the summing).
-_NEW_EVENTS = "SELECT trace, session_id, type, value, ts, reason FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+# Per impression with events in a seq range: its signals (the distinct bits of its events' types), and its newest vote
+# there (by client ts; the later event on a tie, as the votes table decides). Summed in SQL: in C, it costs the folder
+# process less CPU than a walk in Python (docs/benchmarks.md).
+_NEW_SIGNALS = (
+    f"SELECT trace, session_id, sum(DISTINCT CASE type {' '.join(f'WHEN {n!r} THEN {b}' for n, b in BIT.items())}"
+    " ELSE 0 END) FROM events WHERE seq > ? AND seq <= ? GROUP BY trace, session_id")
+_NEW_VOTES = (
+    "SELECT trace, session_id, value, ts, reason FROM (SELECT trace, session_id, value, ts, reason, row_number()"
+    " OVER (PARTITION BY trace, session_id ORDER BY ts DESC, seq DESC) AS newest FROM events"
+    " WHERE seq > ? AND seq <= ? AND type = 'feedback') WHERE newest = 1")
 _LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 _FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
 _SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
@@ -224,19 +231,11 @@ def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> FoldPlan:
     """Work out the fold of the events with `first_seq < seq <= last_seq`, reading only: on a snapshot (one read
     transaction, or the writer's own), so a process beside the writer can do this and the writer `apply` it."""
     result = FoldPlan(first_seq, last_seq, conn.execute(_EPOCH).fetchone()[0])
-    # Per impression with events in the range: its signals (the bits of its events' types) and its newest vote there
-    # (by client ts; the later event on a tie, as the votes table decides).
-    batch: dict[tuple[int, str], list[Any]] = {}  # signals, vote, vote ts, reason
-    bits = BIT
-    for trace, session, kind, value, ts, reason in conn.execute(_NEW_EVENTS, (first_seq, last_seq)):
-        entry = batch.get((trace, session))
-        if entry is None:
-            entry = batch[trace, session] = [0, None, None, None]
-        if kind == "feedback":
-            if entry[2] is None or ts >= entry[2]:
-                entry[1:] = value, ts, reason
-        elif kind in bits:
-            entry[0] |= bits[kind]
+    batch: dict[tuple[int, str], list[Any]] = {  # signals, vote, vote ts, reason
+        (trace, session): [signals, None, None, None]
+        for trace, session, signals in conn.execute(_NEW_SIGNALS, (first_seq, last_seq))}
+    for trace, session, value, ts, reason in conn.execute(_NEW_VOTES, (first_seq, last_seq)):
+        batch[trace, session][1:] = value, ts, reason
     if not batch:
         return result
     stored = {(row[0], row[1]): _Impression(*row[2:]) for row in conn.execute(

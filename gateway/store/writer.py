@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import select
-import signal
 import sqlite3
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.children import start_child
 from gateway.schemas import TraceIn
 from gateway.store import EventRow, StoreUnavailable
 from gateway.store import alerts, outbox, review, rollups, salts
@@ -298,18 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-interval", type=float, default=1.0, help="seconds between background checkpoints")
     parser.add_argument("--restart-frames", type=int, default=RESTART_FRAMES)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Ctrl+C in a terminal (or a stop signal sent to the whole process group) reaches us too: the gateway stops
-    # first, then closes our stdin, and we exit after answering everything we were sent. Dying on the signal could
-    # abandon a commit the gateway is waiting for. If the gateway itself is killed, its end of the pipe closes too.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # When the CPU is short, the event loop goes first: a request waiting to be read costs a client, while a writer
-    # that runs a little later just commits a bigger batch (docs/benchmarks.md).
-    try:
-        os.nice(WRITER_NICENESS)
-    except OSError as exc:
-        log.warning("could not lower the writer's priority: %s", exc)
+    # On a stop signal the gateway stops first, then closes our stdin, and we exit after answering everything we were
+    # sent: dying on the signal could abandon a commit the gateway is waiting for. When the CPU is short, the event
+    # loop goes first: a request waiting to be read costs a client, while a writer that runs a little later just
+    # commits a bigger batch (docs/benchmarks.md).
+    start_child("writer", niceness=WRITER_NICENESS)
     conn = db.connect(args.db, synchronous=args.synchronous, busy_timeout_ms=args.busy_timeout_ms)
     # Checkpoints run beside the commits, not inside one: left to SQLite, a checkpoint runs in whichever COMMIT crosses
     # 1,000 WAL pages and stalls every request waiting on it. See RESTART_FRAMES for how the WAL still starts over.
