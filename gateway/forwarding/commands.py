@@ -74,7 +74,8 @@ async def cmd_list(args: argparse.Namespace, store: Store) -> int:
     now = int(time.time() * 1000)
     for stored in await store.outbox.destinations(project_id):
         # In flight is known only to the gateway that delivers: null here.
-        _print(dest.shown(stored, await store.outbox.counts(stored.id), None, now))
+        if (counts := await store.outbox.counts(stored.id)) is not None:  # else removed meanwhile
+            _print(dest.shown(stored, counts, None, now))
     return 0
 
 

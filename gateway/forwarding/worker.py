@@ -145,7 +145,8 @@ class Worker:
                             renewed = await self._keep_lease()
                         self._keep_lanes(stored if self.leading else [], client)
                         if self.leading and self.clock() - counted > COUNTS_EVERY:
-                            self.counts = {d.id: (d, await self.store.counts(d.id)) for d in stored}
+                            self.counts = {d.id: (d, found) for d in stored
+                                           if (found := await self.store.counts(d.id)) is not None}
                             counted = self.clock()
                     except Exception:  # a store hiccup: the outbox keeps everything; try again soon
                         log.exception("forwarding supervisor failed")

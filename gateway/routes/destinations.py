@@ -34,6 +34,8 @@ async def _stored(gateway: Gateway, project: Project, request: Request) -> Store
 
 async def _shown(gateway: Gateway, stored: StoredDestination) -> config.DestinationOut:
     counts = await gateway.store.outbox.counts(stored.id)
+    if counts is None:  # removed meanwhile
+        raise HTTPProblem("not_found", "no such destination in this project")
     worker = gateway.forwarder
     in_flight = worker.in_flight.get(stored.id, 0) if worker.leading else None
     return config.shown(stored, counts, in_flight, int(time.time() * 1000))

@@ -336,16 +336,19 @@ def _cursor(conn: sqlite3.Connection, destination_id: str) -> int | None:
     return None if found is None else found[0]
 
 
-def counts(conn: sqlite3.Connection, destination_id: str) -> DestinationCounts:
+def counts(conn: sqlite3.Connection, destination_id: str) -> DestinationCounts | None:
+    """None if there is no such destination (it may have been removed since it was listed)."""
+    found = conn.execute("SELECT cursor, delivered, last_error, last_error_at FROM destinations WHERE id = ?",
+                         (destination_id,)).fetchone()
+    if found is None:
+        return None
+    cursor, delivered, last_error, last_error_at = found
     rows, oldest_seq = conn.execute("SELECT count(*), min(seq) FROM outbox WHERE destination = ?",
                                     (destination_id,)).fetchone()
-    in_log, oldest_in_log = conn.execute(f"SELECT count(*), min(e.seq) {_WANTED}",
-                                         (destination_id, _cursor(conn, destination_id) or 0)).fetchone()
+    in_log, oldest_in_log = conn.execute(f"SELECT count(*), min(e.seq) {_WANTED}", (destination_id, cursor)).fetchone()
     queued = rows + in_log
     oldest_seq = oldest_in_log if oldest_seq is None else oldest_seq  # every row is before the cursor
     (dead,) = conn.execute("SELECT count(*) FROM outbox_dead WHERE destination = ?", (destination_id,)).fetchone()
-    delivered, last_error, last_error_at = conn.execute(
-        "SELECT delivered, last_error, last_error_at FROM destinations WHERE id = ?", (destination_id,)).fetchone()
     oldest = None
     if oldest_seq is not None:
         (oldest,) = conn.execute("SELECT received_at FROM events WHERE seq = ?", (oldest_seq,)).fetchone()
@@ -427,7 +430,7 @@ class Outbox:
     async def any(self) -> bool:
         return await self._read(any_destination)
 
-    async def counts(self, destination_id: str) -> DestinationCounts:
+    async def counts(self, destination_id: str) -> DestinationCounts | None:
         return await self._read(counts, destination_id)
 
     async def dead_records(self, destination_id: str) -> list[dict[str, Any]]:
