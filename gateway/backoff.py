@@ -1,6 +1,6 @@
 """When to try again: exponential backoff with full jitter, `Retry-After`, and a deadline. Pure: plain values only.
 
-Used by the delivery worker (per outbox row, for up to 72 hours) and by the Python client (a few quick retries).
+Used by the delivery worker (per queued record, for up to 72 hours) and by the Python client (a few quick retries).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The rollups' folder process (gateway/store/folder.py): it plans each fold on its own connection and the caller
-applies it; a refused plan is planned again; it runs in the idle scheduling class, goes away with the writer, and the writer
-starts another when one dies."""
+applies it; a refused plan is planned again; it runs in the idle scheduling class, goes away with the writer, and the
+writer starts another when one dies."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""The delivery worker: a background task of the gateway that drains the outbox into the destinations.
+"""The delivery worker (run in a process of its own, `process.py`): drains each destination's queue into it.
 
-Outside the request path: ingest only writes outbox rows (in its own commit); this task reads them, sends them with
-`gateway.forwarding.deliver`, and records what happened through the writer. Bounded: it holds at most `WINDOW`
-records per destination and works on at most `concurrency` destinations at once, each with at most `concurrency`
-requests in flight. One trace's records go out in commit order: a trace whose oldest queued record is waiting for its
-retry holds its later ones back. At-least-once: a record leaves the outbox only once its delivery is recorded, so a
-crash (SIGKILL included) resends what was in flight, under the same ids.
+Outside the request path: ingest only stores events (a destination's queue is the log after its cursor,
+`gateway/store/outbox.py`); this worker reads each queue, sends it with `gateway.forwarding.deliver`, and records what
+happened through the writer, one write per round (the cursor moves; what it passes undelivered gets a row). Bounded: it
+holds at most `WINDOW` records per destination and works on at most `concurrency` destinations at once, each with at
+most `concurrency` requests in flight. One trace's records go out in commit order: a trace whose oldest queued record
+is waiting for its retry holds its later ones back. At-least-once: a record leaves its queue only once its delivery is
+recorded, so a crash (SIGKILL included) resends what was in flight, under the same ids.
 
 With several gateway processes on one database, only the holder of the `forwarding` lease (a row in the store, taken
 for `lease_ttl` seconds and renewed well before) delivers; the others wait to take over.
