@@ -259,10 +259,9 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: Outcomes) -> None:
     """Apply one delivery round: move the cursor (what it passes and was not delivered gets a row), delete delivered
     rows and count every delivered record, reschedule retries, park the dead."""
     destination = outcomes.destination
-    found = conn.execute("SELECT cursor FROM destinations WHERE id = ?", (destination,)).fetchone()
-    if found is None:  # removed meanwhile, with its queue
+    cursor = _cursor(conn, destination)
+    if cursor is None:  # removed meanwhile, with its queue
         return
-    (cursor,) = found
     delivered_seqs = _encode_json(outcomes.delivered)
     delivered = 0
     if outcomes.upto > cursor:
