@@ -4,6 +4,7 @@ outcomes when a destination fails on purpose."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import json
 import random
@@ -389,6 +390,13 @@ async def test_down_for_a_while_then_back_nothing_lost_nothing_duplicated(kind, 
     assert getattr(server, "duplicates", 0) == 0  # and no answer was lost, so nothing was sent twice
     for trace in {r.trace_id for r in records}:  # and each trace's in commit order
         assert [e for t, e in arrived if t == trace] == [r.event_id for r in records if r.trace_id == trace]
+
+
+@pytest.mark.parametrize("ms", [0, 1, 999, 1000, TS, 86_399_999, 951_782_400_000, 253_402_300_799_999])
+def test_iso_ms_is_utc_iso_8601_with_milliseconds(ms):
+    moment = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.timezone.utc)
+    assert forwarding.iso_ms(ms) == moment.replace(tzinfo=None).isoformat() + f".{ms % 1000:03d}Z"
+    assert forwarding.iso_ms(TS) == "2025-11-27T08:00:00.123Z"
 
 
 def test_parse_signals():

@@ -25,25 +25,20 @@ def seqs(rows: list[Pending]) -> list[int]:
 
 
 def test_plan_sends_due_rows_in_commit_order():
-    batch, next_due = plan([row(1, 1), row(2, 2), row(3, 1)], NOW, 100)
+    batch, next_due = plan([row(1, 1), row(2, 2), row(3, 1)], NOW)
     assert seqs(batch) == [1, 2, 3] and next_due is None
 
 
 def test_plan_holds_back_a_trace_behind_its_waiting_record_but_not_other_traces():
     rows = [row(1, 1, next_try_at=NOW + 5), row(2, 2), row(3, 1), row(4, 2), row(5, 3, next_try_at=NOW + 2)]
-    batch, next_due = plan(rows, NOW, 100)
+    batch, next_due = plan(rows, NOW)
     assert seqs(batch) == [2, 4]
     assert next_due == NOW + 2
 
 
 def test_plan_stops_a_trace_at_its_first_waiting_record():
-    batch, _ = plan([row(1, 1), row(2, 1, next_try_at=NOW + 1), row(3, 1)], NOW, 100)
+    batch, _ = plan([row(1, 1), row(2, 1, next_try_at=NOW + 1), row(3, 1)], NOW)
     assert seqs(batch) == [1]
-
-
-def test_plan_takes_at_most_a_batch():
-    batch, _ = plan([row(i, i) for i in range(1, 11)], NOW, 4)
-    assert seqs(batch) == [1, 2, 3, 4]
 
 
 def test_settle_deletes_delivered_reschedules_retries_and_parks_refusals():

@@ -5,20 +5,26 @@ a row; the lease has one holder; removal, dead rows and their requeue."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
 from contextlib import closing
 
+import httpx
 import pytest
 
+from gateway import forwarding
+from gateway.forwarding import worker as worker_module
 from gateway.forwarding.crypto import generate_key
+from gateway.forwarding.worker import Worker
 from gateway.schemas import TraceIn
 from gateway.store import EventRow, tables
 from gateway.store import outbox as outbox_tables
 from gateway.store.outbox import Outcomes, Parked, Retried
 from tests.conftest import running_gateway
 from tests.events import event, feedback
+from tests.standins import PostHogStandin
 
 
 @pytest.fixture
@@ -111,6 +117,32 @@ async def test_the_cursor_moves_past_what_a_round_dealt_with_and_rows_what_it_pa
     assert (await outbox.pending(destination, 1000)).cursor == later.end and len(outbox_rows(h.db)) == 2
     # A full window of rows leaves the log unread: the window ends at the cursor.
     assert (await outbox.pending(destination, 2)).end == later.end
+
+
+async def test_a_round_sends_its_whole_window_and_one_that_did_not_fill_waits_for_the_next_poll(h, monkeypatch):
+    monkeypatch.setattr(worker_module, "WINDOW", 4)
+    outbox = h.gateway.store.outbox
+    sink = PostHogStandin().start()
+    try:
+        response = await h.client.post("/v1/destinations", headers={"Authorization": f"Bearer {h.secret_key}"},
+                                       json={"kind": "posthog", "url": sink.url, "api_key": sink.api_key,
+                                             "signals": ["copied"]})
+        assert response.status_code == 201, response.text
+        token = await h.trace()
+        sent = [event("copied", token=token, length=i) for i in range(6)]
+        await h.send(*sent)
+        stored, = await outbox.destinations()
+        destination = forwarding.create(stored.kind, stored.url, h.gateway.vault.open(stored.credentials),
+                                        frozenset(stored.signals))
+        worker = Worker(outbox, h.gateway.vault, poll=0.25)
+        async with httpx.AsyncClient() as client:
+            assert await worker._drain(stored, destination, client) == 0.0  # a full window: more may be due now
+            assert await worker._drain(stored, destination, client) == 0.25  # the rest: it waits for more to gather
+        assert [len(json.loads(seen.body)["batch"]) for seen in sink.seen] == [4, 2]  # one request a round
+        assert list(sink.events) == [e["id"] for e in sent]
+        assert (await outbox.counts(stored.id)).delivered == 6
+    finally:
+        sink.stop()
 
 
 async def test_outcomes_delete_delivered_park_dead_and_retry_dead_requeues(h):

@@ -8,7 +8,7 @@ outbox, the schedule (`gateway.backoff`) and the HTTP client. Nothing here touch
 from __future__ import annotations
 
 import asyncio
-import datetime
+import functools
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -136,7 +136,6 @@ class Destination:
     """A place signals are forwarded to. Subclasses set `kind`, build requests, and may judge answers differently."""
 
     kind: ClassVar[str]
-    max_batch: ClassVar[int] = 100  # most records the worker should hand over at once
 
     def __init__(self, url: str, signals: frozenset[str] = DEFAULT_SIGNALS) -> None:
         self.url = url.rstrip("/")
@@ -205,6 +204,9 @@ async def deliver(destination: Destination, records: Sequence[OutboxRecord], cli
 
 def iso_ms(ms: int) -> str:
     """Milliseconds since the epoch as ISO 8601 UTC with milliseconds: `2026-11-30T05:02:04.123Z`."""
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
 
+
+@functools.lru_cache(maxsize=4096)  # a batch's events mostly share their seconds
+def _iso_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))

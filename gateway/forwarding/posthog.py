@@ -49,7 +49,7 @@ def event(record: OutboxRecord) -> dict[str, Any]:
 
 class PostHog(Destination):
     kind = "posthog"
-    max_batch = 500  # far below PostHog's 20 MB request limit: our events are a few hundred bytes
+    max_batch = 500  # events per request: far below PostHog's 20 MB limit, as ours are a few hundred bytes each
 
     def __init__(self, url: str, key: PostHogKey, signals: frozenset[str] = DEFAULT_SIGNALS) -> None:
         super().__init__(url, signals)

@@ -40,7 +40,7 @@ WINDOW = 1000  # queued records read per destination and round, due or not
 COUNTS_EVERY = 5.0  # seconds between reads of each destination's counts, for /metrics
 
 
-def plan(pending: list[Pending], now: float, max_batch: int) -> tuple[list[Pending], float | None]:
+def plan(pending: list[Pending], now: float) -> tuple[list[Pending], float | None]:
     """What to send now, in commit order, and when the earliest held-back record is due (None: none is).
 
     A trace whose oldest queued record is not due yet sends nothing: its later records would overtake it."""
@@ -55,8 +55,6 @@ def plan(pending: list[Pending], now: float, max_batch: int) -> tuple[list[Pendi
             next_due = row.next_try_at if next_due is None else min(next_due, row.next_try_at)
             continue
         batch.append(row)
-        if len(batch) == max_batch:
-            break
     return batch, next_due
 
 
@@ -216,21 +214,21 @@ class Worker:
         """Send what is due of one destination; how long to wait before looking again (0: more is due now)."""
         window = await self.store.pending(stored.id, WINDOW)
         now = self.clock()
-        batch, next_due = plan(window.records, now, destination.max_batch)
-        # Where the cursor may move once the batch is dealt with: past every record `plan` went through (those it held
-        # back behind their trace's retry get a row), so to the window's end unless it stopped at a full batch.
-        upto = batch[-1].record.seq if len(batch) == destination.max_batch else window.end
+        batch, next_due = plan(window.records, now)
+        # The round deals with the whole window (what it holds back behind a trace's retry gets a row), and a window
+        # that did not fill waits for the next poll: rounds stay few and large while events trickle in.
+        wait = self.poll if next_due is None else max(0.0, min(self.poll, next_due - now))
         if not batch:
-            if upto > window.cursor:  # events it does not want, or records held back: move past them
-                await self.store.record_outcomes(Outcomes(stored.id, [], [], [], None, upto))
+            if window.end > window.cursor:  # events it does not want, or records held back: move past them
+                await self.store.record_outcomes(Outcomes(stored.id, [], [], [], None, window.end))
             if len(window.records) == WINDOW and next_due is not None:  # a full window of waiting retries
                 return next_due - now
-            return self.poll if next_due is None else max(0.0, min(self.poll, next_due - now))
+            return wait
         self.in_flight[stored.id] += len(batch)
         try:
             outcomes = await deliver(destination, [row.record for row in batch], client,
                                      concurrency=self.concurrency, clock=self.clock)
-            settled = settle(stored.id, batch, outcomes, self.clock(), self.backoff, self.rand, upto)
+            settled = settle(stored.id, batch, outcomes, self.clock(), self.backoff, self.rand, window.end)
             await self.store.record_outcomes(settled)
         finally:
             self.in_flight[stored.id] -= len(batch)
@@ -241,7 +239,8 @@ class Worker:
             log.warning("destination %s (%s): %d delivered, %d to retry, %d dead; last error: %s", stored.id,
                         stored.kind, len(settled.delivered), len(settled.retried), len(settled.dead),
                         settled.last_error[:200])
-        return 0.0 if settled.delivered or settled.dead else self.poll
+        more = len(window.records) == WINDOW and (settled.delivered or settled.dead)
+        return 0.0 if more else wait
 
     def progress(self) -> Progress:
         """What /metrics and `GET /v1/destinations/{id}` show of this worker now."""
