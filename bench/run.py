@@ -164,17 +164,19 @@ def machine(workdir: Path) -> dict[str, Any]:
 class Servers:
     """The two servers and every child process; all of them are stopped on exit, even on error."""
 
-    def __init__(self, workdir: Path, pin: bool, destination: bool = False) -> None:
+    def __init__(self, workdir: Path, pin: bool, destination: bool = False, root: Path = ROOT) -> None:
+        self.root = root  # the tree whose gateway runs (`bench/compare.py` runs several)
         self.workdir = workdir
         self.db = workdir / "bench.db"
         self.pin = pin
         self.destination = destination
         self.processes: list[subprocess.Popen] = []
 
-    def spawn(self, argv: list[str], *, server: bool, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen:
+    def spawn(self, argv: list[str], *, server: bool, env: dict[str, str] | None = None, cwd: Path | None = None,
+              **kwargs: Any) -> subprocess.Popen:
         if self.pin:  # servers on CPU 1, load generators on CPU 0
             argv = ["taskset", "-c", "1" if server else "0", *argv]
-        process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, **kwargs)
+        process = subprocess.Popen(argv, cwd=cwd or self.root, env={**os.environ, **(env or {})}, **kwargs)
         self.processes.append(process)
         return process
 
@@ -185,7 +187,7 @@ class Servers:
                                 "--http", "httptools", "--no-access-log", "--log-level", "warning"], server=True)
         project = json.loads(subprocess.run(
             [sys.executable, "-m", "gateway", "project", "create", "--name", "bench", "--origin", ORIGIN,
-             "--db", str(self.db)], cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+             "--db", str(self.db)], cwd=self.root, check=True, capture_output=True, text=True).stdout)
         self.public_key, self.secret_key = project["public_key"], project["secret_key"]
         env = {"BACKCHANNEL_LIMIT_SESSION": UNLIMITED, "BACKCHANNEL_LIMIT_IP": UNLIMITED,
                "BACKCHANNEL_LIMIT_PROJECT": UNLIMITED, "BACKCHANNEL_LOG_LEVEL": "warning",
@@ -197,11 +199,12 @@ class Servers:
             self.sink = self.spawn(["chrt", "--idle", "0", sys.executable, "-m", "uvicorn", "bench.sink_app:app",
                                     "--host", "127.0.0.1",
                                     "--port", str(self.sink_port), "--workers", "1", "--loop", "uvloop",
-                                    "--http", "httptools", "--no-access-log", "--log-level", "warning"], server=True)
+                                    "--http", "httptools", "--no-access-log", "--log-level", "warning"], server=True,
+                                   cwd=ROOT)
             wait_listening(self.sink_port, self.sink)
             subprocess.run([sys.executable, "-m", "gateway", "destination", "add", "--project", self.public_key,
                             "--kind", "posthog", "--url", f"http://127.0.0.1:{self.sink_port}", "--api-key",
-                            "phc_bench", "--signals", FORWARDED, "--db", str(self.db)], cwd=ROOT, check=True,
+                            "phc_bench", "--signals", FORWARDED, "--db", str(self.db)], cwd=self.root, check=True,
                            capture_output=True, env={**os.environ, **env})
         self.gateway = self.spawn([sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1",
                                    "--port", str(self.gateway_port), "--db", str(self.db)], server=True, env=env)
@@ -341,6 +344,10 @@ def report(results: dict[str, Any]) -> str:
                  f"{check['client_bad_requests']} bad answers")
     if "forwarded" in check:
         lines.append(f"      forwarded to the destination by the end: {check['forwarded']:,} records")
+        waits = [w for row in rows.values() for w in row.get("rounds_caught_up_s", [])]
+        if waits:
+            lines.append(f"      each measured run began with the destination's queue empty: waits of up to "
+                         f"{max(waits):.1f} s for it")
     return "\n".join(lines)
 
 
@@ -389,6 +396,43 @@ def _targets(scenarios: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     ]
 
 
+def caught_up(servers: Servers, timeout: float = 600.0) -> float:
+    """With a destination: wait until it has been handed every stored event it takes (all but `shown`), so that each
+    scenario starts with an empty queue rather than with the backlog of the one before. Returns the seconds waited."""
+    if not servers.destination:
+        return 0.0
+    started = time.monotonic()
+    with contextlib.closing(sqlite3.connect(f"file:{servers.db}?mode=ro", uri=True)) as conn:
+        while True:
+            (forwarded,) = conn.execute("SELECT count(*) FROM events WHERE type != 'shown'").fetchone()
+            if metrics(servers.gateway_port).get("backchannel_forward_delivered_total", 0) >= forwarded:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the destination was not caught up within {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def check_durability(servers: Servers, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stop the gateway; every event it answered `accepted` must be in its database, and nothing else. wrk drops the
+    requests in flight when its time is up, so clients may have seen a few fewer answers than the gateway gave."""
+    server_metrics = settled_metrics(servers.gateway_port)
+    servers.stop_gateway()
+    with contextlib.closing(sqlite3.connect(servers.db)) as conn:
+        stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    client_accepted = sum(r["accepted"] for r in runs)  # the bare app's runs count none
+    client_bad = sum(r["bad_requests"] for r in runs)
+    server_accepted = int(server_metrics.get('backchannel_events_total{status="accepted"}', 0))
+    server_other = int(server_metrics.get('backchannel_events_total{status="duplicate"}', 0)
+                       + server_metrics.get('backchannel_events_total{status="rejected"}', 0))
+    durability = {"stored": stored, "server_accepted": server_accepted, "server_duplicate_or_rejected": server_other,
+                  "client_accepted": client_accepted, "client_bad_requests": client_bad,
+                  "ok": stored == server_accepted and client_accepted <= server_accepted and server_other == 0
+                  and client_bad == 0}
+    if servers.destination:
+        durability["forwarded"] = int(server_metrics.get("backchannel_forward_delivered_total", 0))
+    return durability
+
+
 def _run(servers: Servers, tmp: Path, args: argparse.Namespace) -> int:
     started = time.time()
     servers.start()
@@ -416,41 +460,28 @@ def _run(servers: Servers, tmp: Path, args: argparse.Namespace) -> int:
                 continue
             if args.warmup > 0 and round_no == 0:
                 warmups.append(run_wrk(servers, port, tokens, events, expect, args.warmup, args))
+            catch_up_s = caught_up(servers)
             rounds.setdefault(name, []).append(scenario(
                 servers, name, pid, lambda: run_wrk(servers, port, tokens, events, expect, args.duration, args)))
+            rounds[name][-1]["caught_up_s"] = catch_up_s
     scenarios: dict[str, dict[str, Any]] = {}
     for name, runs in rounds.items():
         median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-        scenarios[name] = {**median, "rounds_rps": [r["rps"] for r in runs]}
+        scenarios[name] = {**median, "rounds_rps": [r["rps"] for r in runs],
+                           "rounds_caught_up_s": [r["caught_up_s"] for r in runs]}
     if "bare-1" in rounds and "gateway-1" in rounds:
         ratios = [g["rps"] / b["rps"] for b, g in zip(rounds["bare-1"], rounds["gateway-1"])]
         scenarios["gateway-1"]["rounds_ratio"] = ratios
         scenarios["gateway-1"]["ratio"] = sorted(ratios)[len(ratios) // 2]
     if "paced-1" in chosen:
+        caught_up(servers)
         scenarios["paced-1"] = scenario(servers, "paced-1", servers.gateway.pid,
                                         lambda: run_paced(servers, tokens, args))
 
-    # Durability: every event the gateway answered `accepted` is in the database, and nothing else is. wrk drops the
-    # requests in flight when its time is up, so clients may have seen a few fewer answers than the gateway gave.
-    server_metrics = settled_metrics(servers.gateway_port)
-    servers.stop_gateway()
-    with contextlib.closing(sqlite3.connect(servers.db)) as conn:
-        stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     runs = [*warmups, *(run for name_runs in rounds.values() for run in name_runs)]
     if "paced-1" in scenarios:
         runs.append(scenarios["paced-1"])
-    client_accepted = sum(r["accepted"] for r in runs)  # the bare app's runs count none
-    client_bad = sum(r["bad_requests"] for r in runs)
-    server_accepted = int(server_metrics.get('backchannel_events_total{status="accepted"}', 0))
-    server_other = int(server_metrics.get('backchannel_events_total{status="duplicate"}', 0)
-                       + server_metrics.get('backchannel_events_total{status="rejected"}', 0))
-    durability = {"stored": stored, "server_accepted": server_accepted, "server_duplicate_or_rejected": server_other,
-                  "client_accepted": client_accepted, "client_bad_requests": client_bad,
-                  "ok": stored == server_accepted and client_accepted <= server_accepted and server_other == 0
-                  and client_bad == 0}
-
-    if args.destination:
-        durability["forwarded"] = int(server_metrics.get("backchannel_forward_delivered_total", 0))
+    durability = check_durability(servers, runs)
     targets = _targets(scenarios, args) if set(SCENARIOS) <= set(scenarios) else []
     results = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

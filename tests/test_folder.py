@@ -10,22 +10,30 @@ import os
 import random
 import select
 import signal
+import sys
 import time
 from pathlib import Path
+
+import msgspec
 
 from gateway.settings import Settings
 from gateway.store import create_store, rollups, tables
 from gateway.store.folder import FolderProcess
+from gateway.store.frames import frame
 from tests.test_rollups import _stored_log, counted, logged_project, stored_events
 
 
 def next_plan(folder: FolderProcess, timeout: float = 10.0) -> rollups.FoldPlan:
+    """The next whole plan the folder sends (`take` hands over what has arrived, a plan once all of it is in)."""
     waiting = select.poll()
     waiting.register(folder.fd, select.POLLIN)
-    assert waiting.poll(timeout * 1000), "the folder sent no plan"
-    plan = folder.take()
-    assert plan is not None
-    return plan
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0 and waiting.poll(left * 1000), "the folder sent no plan"
+        if (plan := folder.take()) is not None:
+            return plan
+        assert folder.fd >= 0, "the folder went away"
 
 
 def idle_class(pid: int) -> bool:
@@ -66,6 +74,29 @@ def test_the_folder_plans_what_the_writer_applies_and_plans_again_after_a_refusa
     finally:
         folder.close()
     assert folder.fd == -1
+
+
+def test_a_folder_stopped_halfway_through_a_plan_does_not_hold_up_the_writer(tmp_path):
+    path, _, _ = _stored_log(tmp_path, 23)
+    with contextlib.closing(tables.connect(path)) as conn:
+        plan = rollups.plan(conn, 0, rollups.last_seq(conn))
+    sent = frame(msgspec.msgpack.encode(plan))
+    # A stand-in child: half of the plan, then the rest once it is answered (or after 10 s: a `take` that waits for
+    # the rest returns the plan then, and fails the first assertion below instead of hanging the test).
+    child = ("import os, select, sys; sent = bytes.fromhex(sys.argv[1]); os.write(1, sent[:len(sent) // 2]);"
+             " select.select([0], [], [], 10)[0] and os.read(0, 1); os.write(1, sent[len(sent) // 2:]); os.read(0, 1)")
+    folder = FolderProcess(path, busy_timeout_ms=5000)
+    folder._argv = [sys.executable, "-c", child, sent.hex()]
+    folder.start()
+    try:
+        waiting = select.poll()
+        waiting.register(folder.fd, select.POLLIN)
+        assert waiting.poll(10_000)
+        assert folder.take() is None and folder.fd >= 0  # half a plan: nothing to apply yet, and no wait for more
+        folder.hand_back(True)  # the stand-in's cue for the rest
+        assert next_plan(folder) == plan
+    finally:
+        folder.close()
 
 
 async def test_the_folder_goes_away_with_its_writer_and_the_writer_starts_another_when_it_dies(tmp_path):

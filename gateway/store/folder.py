@@ -32,7 +32,7 @@ import msgspec
 
 from gateway.children import start_child
 from gateway.store import rollups
-from gateway.store.frames import FRAME_LENGTH, frame, read_exactly, write_all
+from gateway.store.frames import frame, take, write_all
 
 log = logging.getLogger("backchannel.store")
 
@@ -40,6 +40,7 @@ FOLD_IDLE = 0.05  # seconds
 FOLD_EVERY = 1.0
 FOLD_SLICE = 50_000  # events per plan at most
 RESTART_AFTER = 1.0  # seconds before a folder that died is started again
+READ_SIZE = 1 << 16  # bytes of a plan the writer reads at a time
 
 APPLIED, REFUSED = b"\1", b"\0"
 
@@ -135,14 +136,16 @@ def main(argv: list[str] | None = None) -> int:
 # --- The writer's side ---
 
 class FolderProcess:
-    """The folder child as the writer's serving loop drives it: poll `fd`, then `take` a plan and `hand_back` whether
-    it was applied. If the child dies, `take` answers None and `due` says when to `start` another."""
+    """The folder child as the writer's serving loop drives it: poll `fd`, `take` what arrived, and once that is a
+    whole plan, `hand_back` whether it was applied. If the child dies, `fd` turns -1 and `due` says when to `start`
+    another."""
 
     def __init__(self, path: str, busy_timeout_ms: int) -> None:
         self._argv = [sys.executable, "-m", "gateway.store.folder", "--db", path,
                       "--busy-timeout-ms", str(busy_timeout_ms)]
         self._decode = msgspec.msgpack.Decoder(rollups.FoldPlan).decode
         self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = bytearray()  # a plan as it arrives: the child may be stopped halfway through writing it
         self._started = 0.0
         self.fd = -1  # the child's stdout, -1 while none runs
 
@@ -154,6 +157,7 @@ class FolderProcess:
         """Start a child; its stdout, to poll."""
         self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self._started = time.monotonic()
+        self._buffer = bytearray()
         self.fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
         return self.fd
 
@@ -162,15 +166,19 @@ class FolderProcess:
         return max(0.0, self._started + RESTART_AFTER - time.monotonic())
 
     def take(self) -> rollups.FoldPlan | None:
-        """The plan the child sent (it writes each whole, so this blocks only until the rest of it arrives); None if
-        the child is gone, or sent something that is not a plan (then it is stopped)."""
-        header = read_exactly(self.fd, FRAME_LENGTH.size)
-        body = read_exactly(self.fd, FRAME_LENGTH.unpack(header)[0]) if len(header) == FRAME_LENGTH.size else b""
-        try:
-            if body:
-                return self._decode(body)
-        except msgspec.DecodeError as exc:
-            log.error("the rollups folder sent something that is not a plan: %s", exc)
+        """Read what the child sent, without blocking (call it when `fd` is readable): the plan once all of it is in,
+        else None. A child that is gone, or sent something that is not a plan, is stopped, and `fd` is then -1."""
+        chunk = os.read(self.fd, READ_SIZE)
+        if chunk:
+            self._buffer += chunk
+            try:
+                plans = take(self._buffer, self._decode)
+            except msgspec.DecodeError as exc:
+                log.error("the rollups folder sent something that is not a plan: %s", exc)
+            else:
+                if len(plans) <= 1:  # the child waits for the answer to each plan before it sends another
+                    return plans[0] if plans else None
+                log.error("the rollups folder sent a plan before its last one was answered")
         self._gone()
         return None
 

@@ -37,14 +37,3 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
 
-
-def read_exactly(fd: int, size: int) -> bytes:
-    """`size` bytes from a blocking descriptor; fewer only if it reached its end."""
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)

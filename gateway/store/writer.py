@@ -245,7 +245,7 @@ def serve(conn: sqlite3.Connection, max_batch: int, stdin: int = 0, stdout: int 
                 readable = True
             elif (fold := folder.take()) is not None:  # type: ignore[union-attr]  # a plan: write it between commits
                 folder.hand_back(committer.apply(fold))  # type: ignore[union-attr]
-            else:  # the folder died
+            elif folder.fd < 0:  # type: ignore[union-attr]  # the folder died
                 waiting.unregister(fd)
         if restart and not folder.due():  # type: ignore[union-attr]
             waiting.register(folder.start(), select.POLLIN)  # type: ignore[union-attr]
