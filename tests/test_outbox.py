@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway import forwarding
-from gateway.forwarding import worker as worker_module
+from gateway.forwarding.posthog import PostHog
 from gateway.forwarding.crypto import generate_key
 from gateway.forwarding.worker import Worker
 from gateway.schemas import TraceIn
@@ -120,7 +120,7 @@ async def test_the_cursor_moves_past_what_a_round_dealt_with_and_rows_what_it_pa
 
 
 async def test_a_round_sends_its_whole_window_and_one_that_did_not_fill_waits_for_the_next_poll(h, monkeypatch):
-    monkeypatch.setattr(worker_module, "WINDOW", 4)
+    monkeypatch.setattr(PostHog, "round_size", 4)
     outbox = h.gateway.store.outbox
     sink = PostHogStandin().start()
     try:

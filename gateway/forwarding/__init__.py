@@ -136,6 +136,9 @@ class Destination:
     """A place signals are forwarded to. Subclasses set `kind`, build requests, and may judge answers differently."""
 
     kind: ClassVar[str]
+    # Queued records a delivery round reads and sends at most, due or not; each round's outcome is one write. Where a
+    # request carries one record, a round stays short, so a gateway stopped mid-round resends little.
+    round_size: ClassVar[int] = 100
 
     def __init__(self, url: str, signals: frozenset[str] = DEFAULT_SIGNALS) -> None:
         self.url = url.rstrip("/")

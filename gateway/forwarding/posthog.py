@@ -50,6 +50,7 @@ def event(record: OutboxRecord) -> dict[str, Any]:
 class PostHog(Destination):
     kind = "posthog"
     max_batch = 500  # events per request: far below PostHog's 20 MB limit, as ours are a few hundred bytes each
+    round_size = 1000  # two requests a round
 
     def __init__(self, url: str, key: PostHogKey, signals: frozenset[str] = DEFAULT_SIGNALS) -> None:
         super().__init__(url, signals)

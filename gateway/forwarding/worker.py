@@ -3,13 +3,13 @@
 Outside the request path: ingest only stores events (a destination's queue is the log after its cursor,
 `gateway/store/outbox.py`); this worker reads each queue, sends it with `gateway.forwarding.deliver`, and records what
 happened through the writer, one write per round (the cursor moves; what it passes undelivered gets a row). Bounded: it
-holds at most `WINDOW` records per destination and works on at most `concurrency` destinations at once, each with at
-most `concurrency` requests in flight. One trace's records go out in commit order: a trace whose oldest queued record
-is waiting for its retry holds its later ones back. At-least-once: a record leaves its queue only once its delivery is
-recorded, so a crash (SIGKILL included) resends what was in flight, under the same ids.
+holds at most a round's records per destination (`Destination.round_size`) and works on at most `concurrency`
+destinations at once, each with at most `concurrency` requests in flight. One trace's records go out in commit order: a
+trace whose oldest queued record is waiting for its retry holds its later ones back. At-least-once: a record leaves its
+queue only once its delivery is recorded, so a crash (SIGKILL included) resends what was in flight, under the same ids.
 
-With several gateway processes on one database, only the holder of the `forwarding` lease (a row in the store, taken
-for `lease_ttl` seconds and renewed well before) delivers; the others wait to take over.
+With several gateway processes on one database, only the holder of the `forwarding` lease (a row in the store, taken for
+`lease_ttl` seconds and renewed well before) delivers; the others wait to take over.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from gateway.store.outbox import DestinationCounts, Outbox, Outcomes, Parked, Pe
 
 log = logging.getLogger("backchannel.forwarding")
 
-WINDOW = 1000  # queued records read per destination and round, due or not
 COUNTS_EVERY = 5.0  # seconds between reads of each destination's counts, for /metrics
 
 
@@ -212,7 +211,8 @@ class Worker:
 
     async def _drain(self, stored: StoredDestination, destination: Destination, client: httpx.AsyncClient) -> float:
         """Send what is due of one destination; how long to wait before looking again (0: more is due now)."""
-        window = await self.store.pending(stored.id, WINDOW)
+        size = destination.round_size
+        window = await self.store.pending(stored.id, size)
         now = self.clock()
         batch, next_due = plan(window.records, now)
         # The round deals with the whole window (what it holds back behind a trace's retry gets a row), and a window
@@ -221,7 +221,7 @@ class Worker:
         if not batch:
             if window.end > window.cursor:  # events it does not want, or records held back: move past them
                 await self.store.record_outcomes(Outcomes(stored.id, [], [], [], None, window.end))
-            if len(window.records) == WINDOW and next_due is not None:  # a full window of waiting retries
+            if len(window.records) == size and next_due is not None:  # a full window of waiting retries
                 return next_due - now
             return wait
         self.in_flight[stored.id] += len(batch)
@@ -239,7 +239,7 @@ class Worker:
             log.warning("destination %s (%s): %d delivered, %d to retry, %d dead; last error: %s", stored.id,
                         stored.kind, len(settled.delivered), len(settled.retried), len(settled.dead),
                         settled.last_error[:200])
-        more = len(window.records) == WINDOW and (settled.delivered or settled.dead)
+        more = len(window.records) == size and (settled.delivered or settled.dead)
         return 0.0 if more else wait
 
     def progress(self) -> Progress:
