@@ -4,8 +4,8 @@
     .venv/bin/python bench/compare.py none=. dest=.+destination
 
 Two runs of `bench/run.py` minutes apart mix the change with the host's drift (on the shared benchmark machine, a fifth
-within the hour). Here every side's gateway (and, with `+destination`, its PostHog-style sink: see `bench/run.py
---destination`) runs from the start, and each round measures the bare app (`bare-1`), then every side's `gateway-1`,
+within the hour). Here every side's gateway (and, with `+destination`, its PostHog-style sink, as `--destination`
+starts it) runs from the start, and each round measures the bare app (`bare-1`), then every side's `gateway-1`,
 then every side's `gateway-20`, the sides' order reversed every other round, each run starting once every destination's
 queue is empty. So a side's ratio to the first side compares runs seconds apart. Reported per side: its median round,
 and the median over rounds of its per-round ratio to the first side, with a bootstrap 90% interval of that median. Each

@@ -396,7 +396,7 @@ async def test_down_for_a_while_then_back_nothing_lost_nothing_duplicated(kind, 
 def test_iso_ms_is_utc_iso_8601_with_milliseconds(ms):
     moment = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.timezone.utc)
     assert forwarding.iso_ms(ms) == moment.replace(tzinfo=None).isoformat() + f".{ms % 1000:03d}Z"
-    assert forwarding.iso_ms(TS) == "2025-11-27T08:00:00.123Z"
+    assert forwarding.iso_ms(TS) == "2025-11-27T08:00:00.123Z"  # the shape, spelled out once
 
 
 def test_parse_signals():

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from gateway import forwarding
-from gateway.forwarding.posthog import PostHog
 from gateway.forwarding.crypto import generate_key
+from gateway.forwarding.posthog import PostHog
 from gateway.forwarding.worker import Worker
 from gateway.schemas import TraceIn
 from gateway.store import EventRow, tables
