@@ -397,14 +397,15 @@ def _targets(scenarios: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 
 
 def caught_up(servers: Servers, timeout: float = 600.0) -> float:
-    """With a destination: wait until it has been handed every stored event it takes (all but `shown`), so that each
+    """With a destination: wait until it has been handed every stored event it takes (`FORWARDED`), so that each
     scenario starts with an empty queue rather than with the backlog of the one before. Returns the seconds waited."""
     if not servers.destination:
         return 0.0
     started = time.monotonic()
     with contextlib.closing(sqlite3.connect(f"file:{servers.db}?mode=ro", uri=True)) as conn:
         while True:
-            (forwarded,) = conn.execute("SELECT count(*) FROM events WHERE type != 'shown'").fetchone()
+            (forwarded,) = conn.execute("SELECT count(*) FROM events WHERE type IN (SELECT value FROM json_each(?))",
+                                        (json.dumps(FORWARDED.split(",")),)).fetchone()
             if metrics(servers.gateway_port).get("backchannel_forward_delivered_total", 0) >= forwarded:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:

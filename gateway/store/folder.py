@@ -1,12 +1,12 @@
 """The rollups' folder: a child process of the writer that works out each fold (`rollups.plan`) on a read-only
 connection of its own, so the writer only writes it (`rollups.apply`), between two commits.
 
-Why a process: working out a fold is mostly Python (a second's events summed per impression). In a thread of the
-writer it took the GIL that the writer's serving loop needs back after every SQLite step; here it competes for a core
-only, and in Linux's idle scheduling class (`children.start_child`): any wake-up of the writer or the gateway preempts
-it at once (a niced process would finish its time slice first, and every request behind the writer would wait). When
-the cores are short, the rollups fall behind, which costs nothing but a longer catch-up at the next read
-(`rollups.Stats`). Measurements: docs/benchmarks.md.
+Why a process: working out a fold reads a second's events and the impressions they touch, and compares them in
+Python. In a thread of the writer that took the GIL the writer's serving loop needs back after every SQLite step; here
+it competes for a core only, and in Linux's idle scheduling class (`children.start_child`): any wake-up of the writer
+or the gateway preempts it at once (a niced process would finish its time slice first, and every request behind the
+writer would wait). When the cores are short, the rollups fall behind, which costs nothing but a longer catch-up at the
+next read (`rollups.Stats`). Measurements: docs/benchmarks.md.
 
 Pacing: the folder looks at the log every FOLD_IDLE. A fold starts once no event was committed since the last look, or
 FOLD_EVERY after it first saw events the rollups lack: under load, about a second's events at a time, in which an
