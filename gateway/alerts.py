@@ -122,8 +122,6 @@ class AlertWorker:
     async def deliver_due(self, now: float | None = None) -> int:
         """POST the alerts whose delivery is due; how many were delivered."""
         now = self.clock() if now is None else now
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         delivered = 0
         for delivery in await self.store.alerts.due(now):
             error, retry_at = "", None
@@ -133,6 +131,8 @@ class AlertWorker:
                 secret = self.vault.open(delivery.secret)
                 assert isinstance(secret, WebhookSecret)
                 body, headers = webhook_request(delivery.alert, secret.secret, now)
+                if self._client is None:  # made once there is something to send: it loads the CA certificates
+                    self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
                 response = await self._client.post(delivery.url, content=body, headers=headers)
                 if 200 <= response.status_code < 300:
                     await self.store.alerts.record(delivery.alert_id, delivered_at=now, next_at=now)

@@ -223,6 +223,33 @@ def test_folds_planned_in_slices_end_where_one_whole_catch_up_does(tmp_path, sli
     assert held == recount and folded == last
 
 
+def test_a_fold_takes_the_current_vote_and_folding_the_vote_after_it_changes_nothing(tmp_path):
+    path = str(tmp_path / "bc.db")
+    with contextlib.closing(tables.connect(path)) as conn:
+        with tables.transaction(conn):
+            project, _ = tables.create_project(conn, name="t", origins=["*"])
+            tables.upsert_trace(conn, project.id, TraceIn(trace_id="t0", session_id="s", model="m", ts=T0))
+
+        def vote(value: int, ts: int, reason: str | None = None) -> EventRow[str]:
+            return EventRow(id=str(uuid.uuid4()), trace_id="t0", session_id="s1", type="feedback", value=value,
+                            reason=reason, comment=None, props=None, ts=ts, ip_hash="h")
+
+        with tables.transaction(conn):  # up, then down, then a late retry of an older up (the votes table keeps down)
+            tables.insert_event_batches(conn, [(project.id, [vote(1, T0 + 10), vote(0, T0 + 20, "too_long"),
+                                                              vote(1, T0 + 15)])], {})
+        first = rollups.plan(conn, 0, 1)  # only the up vote's event, but the impression's vote is the current one
+        assert [row[6:] for row in first.inserts] == [(0, T0 + 20, "too_long")]
+        with tables.transaction(conn):
+            assert rollups.apply(conn, first)
+        for seq in (2, 3):
+            rest = rollups.plan(conn, seq - 1, seq)
+            assert (rest.inserts, rest.updates, rest.hours, rest.reasons) == ([], [], [], [])
+            with tables.transaction(conn):
+                assert rollups.apply(conn, rest)
+    held, recount, folded = counted(path, project.id)
+    assert held == recount and folded == 3 and b'"feedback_down":{"count":1' in held
+
+
 def test_a_plan_is_refused_once_a_catch_up_or_a_moved_impression_came_between(tmp_path):
     path, project_id, last = _stored_log(tmp_path, 3)
     with contextlib.closing(tables.connect(path)) as conn:

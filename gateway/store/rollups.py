@@ -13,16 +13,19 @@ impression; votes count as the impression's current vote; reasons follow the cur
 - the `meta` row `rollups_folded`: the last event `seq` folded in, written in the same transaction as the rollups.
 
 The commits that store events do not touch the rollups (acknowledging an event costs nothing here). A fold is two steps:
-`plan` reads the events after the watermark (summed per impression in SQL: signals, newest vote), the impressions they
-touch and the new ones' traces, and works out every write; `apply` makes them (one batched statement per table) and
-moves the watermark, if what the plan read still holds (the watermark where it began, and no `retrace` since: the
-`rollups_epoch` meta row). The folder process plans on a read connection of its own and the writer applies between two
-commits (`gateway/store/folder.py`); `catch_up` does both at once, and every read here (`Stats`) first asks the writer
-for one, so an answer counts every event acknowledged before it was asked for. An impression whose events change nothing
-(a repeated `copied`) writes nothing. `retrace` moves a trace's folded impressions when the trace is re-logged with
-another model, template, version or `ts` (events not folded yet are folded with the trace as it is then). Both keep this
-invariant, which tests/test_rollups.py checks against `rates.compute_stats` over the log: the rollups are the sums of
-the impressions' contributions, and the impressions are those of the events up to the watermark.
+`plan` reads, in one query, the impressions the events after the watermark touch (their signals summed in SQL), the
+current vote of those with a vote among them (from `votes`), their stored state or else their trace, and works out every
+write; `apply` makes them (one batched statement per table) and moves the watermark, if what the plan read still holds
+(the watermark where it began, and no `retrace` since: the `rollups_epoch` meta row). The folder process plans on a read
+connection of its own and the writer applies between two commits (`gateway/store/folder.py`); `catch_up` does both at
+once, and every read here (`Stats`) first asks the writer for one, so an answer counts every event acknowledged before
+it was asked for. An impression whose events change nothing (a repeated `copied`) writes nothing. `retrace` moves a
+trace's folded impressions when the trace is re-logged with another model, template, version or `ts` (events not folded
+yet are folded with the trace as it is then). Both keep this invariant, which tests/test_rollups.py checks against
+`rates.compute_stats` over the log: the rollups are the sums of the impressions' contributions, and the impressions are
+those of the events up to the watermark, except that a vote may be ahead of it (a fold takes an impression's vote as
+`votes` has it then, which may already hold a newer vote committed after the fold's last event; folding that event later
+changes nothing). A catch-up folds up to the last event under the write lock, so no read sees the difference.
 
 `stats` answers from whole hours of `rollup_hours` and counts the partial hours at either end of a range from
 `impressions`; flagged sessions (`rates` docstring) are found among the range's voted impressions and, unless asked
@@ -168,10 +171,6 @@ _INSERT_IMPRESSIONS = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _UPDATE_IMPRESSIONS = ("UPDATE impressions SET signals = ?, vote = ?, vote_ts = ?, reason = ?"
                        " WHERE trace = ? AND session_id = ?")
-_TOUCHED = ("SELECT i.trace, i.session_id, i.project_id, i.grp, i.trace_ts, i.signals, i.vote, i.vote_ts, i.reason"
-            " FROM json_each(?) AS j JOIN impressions AS i ON i.trace = j.value ->> 0 AND i.session_id = j.value ->> 1")
-_TRACES = ("SELECT row, project_id, ts, model, template, template_version FROM traces"
-           " WHERE row IN (SELECT value FROM json_each(?))")
 
 
 def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, str | None, str | None]]
@@ -188,16 +187,22 @@ def _groups(conn: sqlite3.Connection, labels: Iterable[tuple[int, str | None, st
     return {label: ids[key] for label, key in keys.items()}
 
 
-# Per impression with events in a seq range: its signals (the distinct bits of its events' types), and its newest vote
-# there (by client ts; the later event on a tie, as the votes table decides). Summed in SQL: in C, it costs the folder
-# process less CPU than a walk in Python (docs/benchmarks.md).
-_NEW_SIGNALS = (
-    f"SELECT trace, session_id, sum(DISTINCT CASE type {' '.join(f'WHEN {n!r} THEN {b}' for n, b in BIT.items())}"
-    " ELSE 0 END) FROM events WHERE seq > ? AND seq <= ? GROUP BY trace, session_id")
-_NEW_VOTES = (
-    "SELECT trace, session_id, value, ts, reason FROM (SELECT trace, session_id, value, ts, reason, row_number()"
-    " OVER (PARTITION BY trace, session_id ORDER BY ts DESC, seq DESC) AS newest FROM events"
-    " WHERE seq > ? AND seq <= ? AND type = 'feedback') WHERE newest = 1")
+# Per impression with events in a seq range: its signals there (the bits of its events' distinct types; `_VOTED` marks
+# one with a vote), its current vote (from `votes`, which the commits keep: newest by client ts, the later event on a
+# tie), its stored state if it has one, and else its trace. Summed in SQL: in C, it costs the folder process less CPU
+# than a walk in Python; DISTINCT first keeps the rows to sort few (docs/benchmarks.md).
+_VOTED = 1 << len(IMPLICIT_SIGNALS)
+_FOLD = (
+    "SELECT e.trace, e.session_id, e.signals, v.value, v.ts, v.reason,"
+    " i.project_id, i.grp, i.trace_ts, i.signals, i.vote, i.vote_ts, i.reason,"
+    " t.project_id, t.ts, t.model, t.template, t.template_version"
+    " FROM (SELECT trace, session_id, sum(CASE type"
+    f" {' '.join(f'WHEN {n!r} THEN {b}' for n, b in BIT.items())} WHEN 'feedback' THEN {_VOTED} ELSE 0 END)"
+    " AS signals FROM (SELECT DISTINCT trace, session_id, type FROM events WHERE seq > ? AND seq <= ?)"
+    " GROUP BY trace, session_id) AS e"
+    f" LEFT JOIN votes AS v ON e.signals & {_VOTED} AND v.trace = e.trace AND v.session_id = e.session_id"
+    " LEFT JOIN impressions AS i ON i.trace = e.trace AND i.session_id = e.session_id"
+    " LEFT JOIN traces AS t ON i.trace IS NULL AND t.row = e.trace")
 _LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 _FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
 _SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
@@ -231,29 +236,16 @@ def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> FoldPlan:
     """Work out the fold of the events with `first_seq < seq <= last_seq`, reading only: on a snapshot (one read
     transaction, or the writer's own), so a process beside the writer can do this and the writer `apply` it."""
     result = FoldPlan(first_seq, last_seq, conn.execute(_EPOCH).fetchone()[0])
-    batch: dict[tuple[int, str], list[Any]] = {  # signals, vote, vote ts, reason
-        (trace, session): [signals, None, None, None]
-        for trace, session, signals in conn.execute(_NEW_SIGNALS, (first_seq, last_seq))}
-    for trace, session, value, ts, reason in conn.execute(_NEW_VOTES, (first_seq, last_seq)):
-        batch[trace, session][1:] = value, ts, reason
-    if not batch:
-        return result
-    stored = {(row[0], row[1]): _Impression(*row[2:]) for row in conn.execute(
-        _TOUCHED, (_encode([list(key) for key in batch]),))}
-    new_traces = {trace for trace, session in batch if (trace, session) not in stored}
-    traces: dict[int, tuple[int, _Label, int]] = {}  # trace row -> (project, group label, ts)
-    if new_traces:
-        traces = {row: (project, (project, m, t, v), ts) for row, project, ts, m, t, v in conn.execute(
-            _TRACES, (_encode(sorted(new_traces)),))}
-
     deltas = _Deltas()
-    for (trace, session), (signals, vote, vote_ts, reason) in batch.items():
-        old = stored.get((trace, session))
-        if old is None:
-            new = _Impression(*traces[trace], signals, vote, vote_ts, reason)
+    for trace, session, signals, vote, vote_ts, reason, *stored, project, ts, model, template, version in conn.execute(
+            _FOLD, (first_seq, last_seq)):
+        signals &= ~_VOTED
+        if stored[0] is None:
+            new = _Impression(project, (project, model, template, version), ts, signals, vote, vote_ts, reason)
             result.inserts.append((trace, session, *new.state()))
         else:
-            new = _Impression(*old.state())
+            old = _Impression(*stored)
+            new = _Impression(*stored)
             new.signals |= signals
             if vote is not None and (new.vote_ts is None or vote_ts >= new.vote_ts):
                 new.vote, new.vote_ts, new.reason = vote, vote_ts, reason
