@@ -631,6 +631,8 @@ def test_theme_toggle_by_keyboard_overrides_the_system(browser, site):
     try:
         page.goto(site.origin + "/dashboard")
         keyboard_sign_in(page, SECRET)
+        # Signed in: the sign-in page has the same toggle, and a reload before the sign-in's redirect lands signs out.
+        page.get_by_role("heading", name="Alerts").wait_for()
         toggle = page.get_by_role("button", name="Theme: auto")
         toggle.focus()
         page.keyboard.press("Enter")
