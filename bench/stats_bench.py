@@ -12,8 +12,9 @@
    `GET /v1/stats?group_by=model,template,day` over the whole range through HTTP (httpx on the ASGI app: auth,
    parsing, the store read, encoding), --runs times after one warm-up; and the same with `include_flagged=true`.
 4. Times the catch-up a read waits for when the rollups lag: --backlog events (about a second of the heaviest ingest
-   benchmark), each a new impression on a seeded trace, then `store.stats.catch_up()`, --catch-up-runs times. What the
-   rollups cost a commit: bench/profile_commit.py.
+   benchmark), each a new impression on a seeded trace, then `store.stats.catch_up()`, --catch-up-runs times, and how
+   much of it the writer's jobs took (the part that holds its lock). What the rollups cost a commit:
+   bench/profile_commit.py.
 With --check, also checks the rollups' answer against `rates.compute_stats` over the whole log. Prints the medians
 as Markdown for docs/benchmarks.md.
 """
@@ -127,8 +128,19 @@ def measure_catch_up(db: str, project_id: int, traces: int, backlog: int, runs: 
 
     async def run() -> dict[str, float]:
         await store.open()
+        locked = [0.0]  # seconds spent in the writer's jobs (`Fold`, `CatchUp`): the time its lock was held
+        write = store.stats._write
+
+        async def timed(job: rollups.Job) -> object:
+            began = time.perf_counter()
+            try:
+                return await write(job)
+            finally:
+                locked[0] += time.perf_counter() - began
+
+        store.stats._write = timed
         try:
-            samples = []
+            samples, held = [], []
             for _ in range(runs):
                 rows = [EventRow(id=uuid.uuid4(), trace_id=f"demo-{rng.randrange(traces - 100)}",
                                  session_id=f"late-{rng.randrange(5000)}", type=rng.choice(("shown", "copied")),
@@ -136,11 +148,12 @@ def measure_catch_up(db: str, project_id: int, traces: int, backlog: int, runs: 
                                  ip_hash="bench") for _ in range(backlog)]
                 for i in range(0, backlog, 2000):
                     await store.write_events(project_id, rows[i:i + 2000])
-                began = time.perf_counter()
+                began, locked[0] = time.perf_counter(), 0.0
                 folded = await store.stats.catch_up()
                 samples.append(time.perf_counter() - began)
+                held.append(locked[0])
                 assert folded == backlog, folded
-            return {"catch_up": median_ms(samples), "catch_up_events": backlog}
+            return {"catch_up": median_ms(samples), "catch_up_locked": median_ms(held), "catch_up_events": backlog}
         finally:
             await store.close()
 
@@ -195,6 +208,7 @@ def main() -> int:
     print(f"| the first pass over the whole history (once) | {results['first_pass']:.0f} ms |")
     print(f"| a catch-up of {results['catch_up_events']:,.0f} events, each a new impression (median of "
           f"{args.catch_up_runs}) | {results['catch_up']:.0f} ms |")
+    print(f"| of which in the writer's jobs (its lock held) | {results['catch_up_locked']:.0f} ms |")
     return 0
 
 

@@ -44,7 +44,8 @@ def queue_of_traces(stack: Stack, outputs: list[str], **spec: Any) -> str:
 
 def sign_in(page: Page, stack: Stack, key: str, queue_id: str) -> None:
     page.goto(f"{stack.gateway_url}/review")
-    assert page.evaluate("document.activeElement.id") == "key"  # the key field has focus: type, Enter
+    # The key field has focus on arrival (autofocus may land after the load event `goto` waits for): type, Enter.
+    page.wait_for_function("document.activeElement !== null && document.activeElement.id === 'key'")
     page.keyboard.type(key)
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Queues").wait_for()

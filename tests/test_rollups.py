@@ -276,6 +276,82 @@ def test_a_plan_is_refused_once_a_catch_up_or_a_moved_impression_came_between(tm
     assert held == recount and folded == last and b'"moved"' in held
 
 
+def test_a_plan_is_refused_once_its_trace_was_relogged_even_with_no_impression_to_move(tmp_path):
+    # The plan adds t0's first impressions where t0 counted when it was planned; t0 is re-logged before it is applied.
+    path, project_id, last = _stored_log(tmp_path, 5)
+    with contextlib.closing(tables.connect(path)) as conn:
+        stale = rollups.plan(conn, 0, last)
+        moved = TraceIn(trace_id="t0", session_id="s", model="moved", template="x", ts=T0 + 90 * HOUR)
+        with tables.transaction(conn):
+            tables.upsert_trace(conn, project_id, moved)
+        with tables.transaction(conn):
+            assert not rollups.apply(conn, stale)
+            rollups.catch_up(conn)
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last and b'"moved"' in held
+
+
+def test_plan_next_bounds_the_impressions_a_plan_writes_and_sizes_the_next_span(tmp_path, monkeypatch):
+    path, project_id, last = _stored_log(tmp_path, 13)
+    monkeypatch.setattr(rollups, "PLAN_ROWS", 8)
+    with contextlib.closing(tables.connect(path)) as conn:
+        impressions = conn.execute("SELECT count(*) FROM (SELECT DISTINCT trace, session_id FROM events)").fetchone()[0]
+        assert impressions > 3 * rollups.PLAN_ROWS  # so the plans below must be cut
+        span, plans = last, 0
+        while (step := rollups.plan_next(conn, last, span))[0] is not None:
+            fold, span = step
+            written = len(fold.inserts) + len(fold.updates)
+            assert 0 < fold.touched <= rollups.PLAN_ROWS and written <= fold.touched
+            with tables.transaction(conn):
+                assert rollups.apply(conn, fold)
+            plans += 1
+        assert plans >= impressions // rollups.PLAN_ROWS and rollups.watermark(conn) == last
+        assert rollups.plan_next(conn, last, 10)[0] is None  # nothing left
+    held, recount, folded = counted(path, project_id)
+    assert held == recount and folded == last
+
+
+def test_plan_next_doubles_a_span_that_cut_a_small_plan_short(tmp_path):
+    path, project_id, last = _stored_log(tmp_path, 14)
+    with contextlib.closing(tables.connect(path)) as conn:
+        fold, span = rollups.plan_next(conn, last, 10)
+        assert (fold.first, fold.last, span) == (0, 10, 20)  # 10 events wrote far fewer than PLAN_ROWS / 2
+        fold, span = rollups.plan_next(conn, 5, 10)  # reached the target: the span stays
+        assert (fold.first, fold.last, span) == (0, 5, 10)
+        fold, span = rollups.plan_next(conn, last, rollups.MAX_SPAN)
+        assert (fold.last, span) == (last, rollups.MAX_SPAN)
+
+
+async def test_a_reads_catch_up_plans_beside_the_writer_and_folds_the_rest_under_its_lock(tmp_path, monkeypatch):
+    # The read's own plans (Fold) go to the writer, then a CatchUp; what the writer ran is what it was sent.
+    path = str(tmp_path / "bc.db")
+    store = create_store(Settings.load(environ={}, db=path), writer_process=False)
+    await store.open()
+    try:
+        rng = random.Random(15)
+        project_id = await logged_project(store, rng)
+        await store.write_events(project_id, stored_events(rng, 300))
+        monkeypatch.setattr(rollups, "PLAN_ROWS", 10)
+        sent = []
+        write = store.stats._write
+
+        async def recording(job):
+            sent.append(job)
+            return await write(job)
+
+        store.stats._write = recording
+        moved = await store.stats.catch_up()
+        folds = [job for job in sent if isinstance(job, rollups.Fold)]
+        assert len(folds) >= 2 and isinstance(sent[-1], rollups.CatchUp) and len(sent) == len(folds) + 1
+        assert [fold.plan.first for fold in folds[1:]] == [fold.plan.last for fold in folds[:-1]]
+        held, recount, folded = counted(path, project_id)
+        assert held == recount and folded == moved == folds[-1].plan.last
+        sent.clear()
+        assert await store.stats.catch_up() == 0 and [type(job) for job in sent] == [rollups.CatchUp]
+    finally:
+        await store.close()
+
+
 def _stored_log(tmp_path, seed: int) -> tuple[str, int, int]:
     """A store with events of 10 traces (t0 among them, with impressions), none folded; its path, project, last seq."""
     tmp_path.mkdir(parents=True, exist_ok=True)

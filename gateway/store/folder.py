@@ -9,8 +9,10 @@ writer would wait). When the cores are short, the rollups fall behind, which cos
 next read (`rollups.Stats`). Measurements: docs/benchmarks.md.
 
 Pacing: the folder looks at the log every FOLD_IDLE. A fold starts once no event was committed since the last look, or
-FOLD_EVERY after it first saw events the rollups lack: under load, about a second's events at a time, in which an
-impression touched many times is written once. A fold covers FOLD_SLICE events at most (bounding its memory).
+FOLD_EVERY after it first saw events the rollups lack: under load, a few seconds' events at a time, in which an
+impression touched many times is read and written once (a fold's cost is mostly per impression it touches; a read
+meanwhile plans what is not folded yet itself, beside the commits: `rollups.Stats`). Each plan touches
+`rollups.PLAN_ROWS` impressions at most (`rollups.plan_next`), which bounds its memory and the writer's pause.
 
 Protocol: the child writes each plan to its stdout as a frame (`frames`), then waits for the writer's answer on its
 stdin: one byte, 1 if the writer applied the plan, 0 if the plan no longer held (a read's catch-up or a re-logged trace
@@ -37,8 +39,7 @@ from gateway.store.frames import frame, take, write_all
 log = logging.getLogger("backchannel.store")
 
 FOLD_IDLE = 0.05  # seconds
-FOLD_EVERY = 1.0
-FOLD_SLICE = 50_000  # events per plan at most
+FOLD_EVERY = 5.0
 RESTART_AFTER = 1.0  # seconds before a folder that died is started again
 READ_SIZE = 1 << 16  # bytes of a plan the writer reads at a time
 
@@ -48,13 +49,14 @@ APPLIED, REFUSED = b"\1", b"\0"
 # --- The child ---
 
 def serve(conn: sqlite3.Connection, stdin: int = 0, stdout: int = 1, idle: float = FOLD_IDLE,
-          every: float = FOLD_EVERY, slice_: int = FOLD_SLICE) -> None:
+          every: float = FOLD_EVERY) -> None:
     """Fold until the writer closes `stdin`."""
     encode = msgspec.msgpack.Encoder().encode
     waiting = select.poll()
     waiting.register(stdin, select.POLLIN)
     behind_since: float | None = None  # when the rollups were first seen to lack events
     seen = -1  # the last seq at the previous look
+    span = rollups.FIRST_SPAN
     while True:
         # The writer sends nothing while no plan is out: stdin turning readable is its end.
         if waiting.poll(idle * 1000) and not os.read(stdin, 1):
@@ -75,7 +77,8 @@ def serve(conn: sqlite3.Connection, stdin: int = 0, stdout: int = 1, idle: float
             continue
         seen, behind_since = last, None
         try:
-            while (fold := _plan(conn, last, slice_)) is not None:
+            while (step := rollups.plan_next(conn, last, span))[0] is not None:
+                fold, span = step
                 write_all(stdout, frame(encode(fold)))
                 answer = os.read(stdin, 1)
                 if not answer:
@@ -89,23 +92,8 @@ def serve(conn: sqlite3.Connection, stdin: int = 0, stdout: int = 1, idle: float
 
 def _look(conn: sqlite3.Connection) -> tuple[int | None, int]:
     """The watermark and the last seq, on one snapshot."""
-    conn.execute("BEGIN")
-    try:
+    with rollups.snapshot(conn):
         return rollups.watermark(conn), rollups.last_seq(conn)
-    finally:
-        conn.execute("ROLLBACK")
-
-
-def _plan(conn: sqlite3.Connection, last: int, slice_: int) -> rollups.FoldPlan | None:
-    """The next plan towards `last`, on one snapshot; None once the watermark is there (or past it)."""
-    conn.execute("BEGIN")
-    try:
-        first = rollups.watermark(conn)
-        if first is None or first >= last:
-            return None
-        return rollups.plan(conn, first, min(last, first + slice_))
-    finally:
-        conn.execute("ROLLBACK")
 
 
 def connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:

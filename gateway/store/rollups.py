@@ -18,14 +18,16 @@ current vote of those with a vote among them (from `votes`), their stored state 
 write; `apply` makes them (one batched statement per table) and moves the watermark, if what the plan read still holds
 (the watermark where it began, and no `retrace` since: the `rollups_epoch` meta row). The folder process plans on a read
 connection of its own and the writer applies between two commits (`gateway/store/folder.py`); `catch_up` does both at
-once, and every read here (`Stats`) first asks the writer for one, so an answer counts every event acknowledged before
-it was asked for. An impression whose events change nothing (a repeated `copied`) writes nothing. `retrace` moves a
-trace's folded impressions when the trace is re-logged with another model, template, version or `ts` (events not folded
-yet are folded with the trace as it is then). Both keep this invariant, which tests/test_rollups.py checks against
-`rates.compute_stats` over the log: the rollups are the sums of the impressions' contributions, and the impressions are
-those of the events up to the watermark, except that a vote may be ahead of it (a fold takes an impression's vote as
-`votes` has it then, which may already hold a newer vote committed after the fold's last event; folding that event later
-changes nothing). A catch-up folds up to the last event under the write lock, so no read sees the difference.
+once, under the write lock. Every read here (`Stats`) first folds in what is left, planning the bulk of it on the
+read connection and the rest in a `catch_up`, so an answer counts every event acknowledged before it was asked for.
+Each plan touches `PLAN_ROWS` impressions at most (`plan_next`). An impression whose events change nothing (a repeated
+`copied`) writes nothing. `retrace` moves a trace's folded impressions when the trace is re-logged with another model,
+template, version or `ts` (events not folded yet are folded with the trace as it is then). Both keep this invariant,
+which tests/test_rollups.py checks against `rates.compute_stats` over the log: the rollups are the sums of the
+impressions' contributions, and the impressions are those of the events up to the watermark, except that a vote may be
+ahead of it (a fold takes an impression's vote as `votes` has it then, which may already hold a newer vote committed
+after the fold's last event; folding that event later changes nothing). A read's catch-up ends with one up to the last
+event under the write lock, so no read sees the difference.
 
 `stats` answers from whole hours of `rollup_hours` and counts the partial hours at either end of a range from
 `impressions`; flagged sessions (`rates` docstring) are found among the range's voted impressions and, unless asked
@@ -34,9 +36,10 @@ for, their impressions (few) are subtracted.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -207,11 +210,15 @@ _LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
 _FOLDED = "SELECT value FROM meta WHERE name = 'rollups_folded'"
 _SET_FOLDED = ("INSERT INTO meta (name, value) VALUES ('rollups_folded', ?)"
                " ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-# Bumped by each `retrace` that moves impressions: a plan read before it no longer knows their state.
+# Bumped by each `retrace`: a plan read before it may hold the trace's old group and ts (for the impressions it
+# adds) or the old state of the impressions it moved.
 _EPOCH = "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rollups_epoch'), 0)"
 _BUMP_EPOCH = ("INSERT INTO meta (name, value) VALUES ('rollups_epoch', '1')"
                " ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
-SLICE = 100_000  # seqs folded at a time: bounds the memory of a long catch-up (the upgrade's backfill)
+# A plan touches PLAN_ROWS impressions at most (its memory, and the writer's pause to apply it): `plan_next` sizes each
+# plan's span of events by the last one, starting at FIRST_SPAN, at most MAX_SPAN (what the query sorts meanwhile).
+PLAN_ROWS = 10_000
+FIRST_SPAN, MAX_SPAN = 10_000, 500_000
 
 _Label = tuple[int, str | None, str | None, str | None]  # (project, model, template, template_version)
 
@@ -230,15 +237,20 @@ class FoldPlan(msgspec.Struct, array_like=True):
     updates: list[tuple[int, int | None, int | None, str | None, int, str]] = []
     hours: list[tuple[int | _Label, int, list[int]]] = []  # _Deltas.rows()
     reasons: list[tuple[int | _Label, int, str, int]] = []
+    touched: int = 0  # impressions with events in the range (those that change are inserts and updates)
 
 
-def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> FoldPlan:
+def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int, most: int | None = None) -> FoldPlan | None:
     """Work out the fold of the events with `first_seq < seq <= last_seq`, reading only: on a snapshot (one read
-    transaction, or the writer's own), so a process beside the writer can do this and the writer `apply` it."""
+    transaction, or the writer's own), so a process beside the writer can do this and the writer `apply` it. None if
+    the events touch more than `most` impressions (given up on as soon as that is known)."""
     result = FoldPlan(first_seq, last_seq, conn.execute(_EPOCH).fetchone()[0])
     deltas = _Deltas()
-    for trace, session, signals, vote, vote_ts, reason, *stored, project, ts, model, template, version in conn.execute(
-            _FOLD, (first_seq, last_seq)):
+    rows, touched = conn.execute(_FOLD, (first_seq, last_seq)), 0
+    for touched, (trace, session, signals, vote, vote_ts, reason, *stored, project, ts, model, template,
+                  version) in enumerate(rows, 1):
+        if most is not None and touched > most:
+            return None
         signals &= ~_VOTED
         if stored[0] is None:
             new = _Impression(project, (project, model, template, version), ts, signals, vote, vote_ts, reason)
@@ -256,6 +268,7 @@ def plan(conn: sqlite3.Connection, first_seq: int, last_seq: int) -> FoldPlan:
             result.updates.append((new.signals, new.vote, new.vote_ts, new.reason, trace, session))
         deltas.add(new, 1)
     result.hours, result.reasons = deltas.rows()
+    result.touched = touched
     return result
 
 
@@ -297,10 +310,41 @@ def catch_up(conn: sqlite3.Connection) -> int:
         # (`SQLiteStore.open`), before it commits any event, so every event stored by then was folded.
         conn.execute(_SET_FOLDED, (str(last),))
         return 0
-    for first in range(folded, last, SLICE):
-        applied = apply(conn, plan(conn, first, min(first + SLICE, last)))
+    span = FIRST_SPAN
+    while (step := plan_next(conn, last, span))[0] is not None:
+        fold, span = step
+        applied = apply(conn, fold)
         assert applied, "a plan made inside the same transaction holds"
     return last - folded
+
+
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One snapshot of the store: the caller's open transaction, or a read transaction of its own."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def plan_next(conn: sqlite3.Connection, target: int, span: int) -> tuple[FoldPlan | None, int]:
+    """The next plan from the watermark towards seq `target`, on one snapshot (`snapshot`), and the span to plan the
+    one after it with. It covers `span` events at most and touches PLAN_ROWS impressions at most: the span halves until
+    it does (an event touches one). The span doubles after a plan it cut short that touched less than half of
+    PLAN_ROWS. None once the watermark is at `target` (or past it, or not kept: `catch_up`)."""
+    with snapshot(conn):
+        first = watermark(conn)
+        if first is None or first >= target:
+            return None, span
+        while (fold := plan(conn, first, min(target, first + span), PLAN_ROWS)) is None:
+            span = max(1, span // 2)
+    if fold.last < target and fold.touched < PLAN_ROWS // 2:
+        span = min(MAX_SPAN, span * 2)
+    return fold, span
 
 
 def upgrade_from_2(conn: sqlite3.Connection) -> None:
@@ -309,14 +353,22 @@ def upgrade_from_2(conn: sqlite3.Connection) -> None:
 
 
 class CatchUp(msgspec.Struct, tag="rollups_catch_up", array_like=True):
-    """The writer job every read of the rollups sends first."""
+    """Fold every event committed so far in, under the write lock: the last step of a read's catch-up (`Stats`)."""
 
 
-Job = CatchUp
-JOBS = (CatchUp,)
+class Fold(msgspec.Struct, tag="rollups_fold", array_like=True):
+    """Apply a plan worked out beside the writer (by a read's catch-up): the answer is `apply`'s."""
+
+    plan: FoldPlan
 
 
-def run(conn: sqlite3.Connection, job: Job) -> int:
+Job = CatchUp | Fold
+JOBS = (CatchUp, Fold)
+
+
+def run(conn: sqlite3.Connection, job: Job) -> int | bool:
+    if isinstance(job, Fold):
+        return apply(conn, job.plan)
     return catch_up(conn)
 
 
@@ -327,6 +379,7 @@ def retrace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> int:
     if found is None:
         return 0
     trace, ts, model, template, version = found
+    conn.execute(_BUMP_EPOCH)  # whether or not an impression moves: a plan may hold the trace's old group and ts
     rows = conn.execute("SELECT project_id, grp, trace_ts, signals, vote, vote_ts, reason FROM impressions"
                         " WHERE trace = ?", (trace,)).fetchall()
     if not rows:
@@ -344,7 +397,6 @@ def retrace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> int:
     if moved:
         conn.execute("UPDATE impressions SET grp = ?, trace_ts = ? WHERE trace = ?", (grp, ts, trace))
         _write_deltas(conn, *deltas.rows())
-        conn.execute(_BUMP_EPOCH)
     return moved
 
 
@@ -506,16 +558,24 @@ def log_rows(conn: sqlite3.Connection, project_id: int) -> list[LogRow]:
 
 
 class Stats:
-    """The rollups' part of a store (`store.stats`): each read first has the writer fold in every event committed so
-    far (`CatchUp`), then reads on the store's read connection, so it counts every event acknowledged before it."""
+    """The rollups' part of a store (`store.stats`): each read first folds in every event committed so far
+    (`catch_up`), then reads on the store's read connection, so it counts every event acknowledged before it."""
 
     def __init__(self, read: Callable[..., Awaitable[Any]], write: Callable[[Job], Awaitable[Any]]) -> None:
         self._read = read
         self._write = write
 
     async def catch_up(self) -> int:
-        """Fold the events committed since the last catch-up in; how many seqs the watermark moved by."""
-        return await self._write(CatchUp())
+        """Fold in every event committed before the call; how many seqs the watermark moved by. What the folder has
+        not folded yet is planned here, on the read connection beside the commits, and the writer only applies each
+        plan (`Fold`); the events committed since, or all that is left once a plan is refused (the folder applied one
+        meanwhile), are folded under the write lock (`CatchUp`)."""
+        target, span, moved = await self._read(last_seq), FIRST_SPAN, 0
+        while True:
+            fold, span = await self._read(plan_next, target, span)
+            if fold is None or not await self._write(Fold(fold)):
+                return moved + await self._write(CatchUp())
+            moved += fold.last - fold.first
 
     async def answer(self, project_id: int, query: StatsQuery) -> StatsAnswer:
         await self.catch_up()
