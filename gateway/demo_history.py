@@ -80,7 +80,8 @@ def simulate(end: int, seed: int = 11, days: int = DAYS, per_hour: int = PER_HOU
     for n in range(OUTLIERS):
         bot = f"demo-outlier-{n}"
         for i in range(12):
-            hour = start + rng.randrange(days * 24) * HOUR
+            # Within the last days - 2 days: inside the dashboard's ranges, whose start is aligned to a day.
+            hour = end - (1 + rng.randrange((days - 2) * 24)) * HOUR
             trace = TraceIn(trace_id=f"demo-outlier-{n}-{i}", session_id=bot, model=rng.choice(MODELS),
                             template=rng.choice(TEMPLATES), template_version="v1", ts=hour * 1000)
             history.traces.append(trace)
